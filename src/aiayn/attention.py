@@ -1,0 +1,353 @@
+"""Attention: the one kernel everything goes through, and multi-head attention built on it.
+
+Shapes: B batch, H heads, T query length, S key length, D d_model, Dh head dim (D / H).
+
+Masks follow :mod:`aiayn.masks`: boolean, True = may attend, broadcastable to ``(B, H, T, S)``. A query
+with no key to attend to gets a zero output, never NaN.
+
+The paper's scaled dot-product attention (section 3.2.1) is
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+computed by :func:`scaled_dot_product_attention`, which has two paths:
+
+* fused: ``torch.nn.functional.scaled_dot_product_attention`` (flash/memory-efficient kernels), the
+  default, which never materialises the weights;
+* reference: the formula written out, which can return the ``(B, H, T, S)`` weights for inspection.
+
+Tests keep the two equal, values and gradients. Additive (Bahdanau) scoring is the alternative the notes
+mention next to the dot product; it always takes the reference path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .masks import combine_masks, key_mask_to_attn_mask, make_causal_mask
+
+ATTENTION_KINDS = ("dot", "additive")
+
+
+def _guard_empty_rows(mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+    """Let fully-masked rows attend everywhere (so no kernel sees -inf everywhere and makes NaN).
+
+    Returns the patched mask and a ``(..., T, 1)`` boolean "row has a key" tensor to zero those rows'
+    outputs afterwards, or ``(mask, None)`` when no row is empty.
+    """
+    if mask is None:
+        return None, None
+    row_ok = mask.any(dim=-1, keepdim=True)  # (..., T, 1)
+    if bool(row_ok.all()):
+        return mask, None
+    return mask | ~row_ok, row_ok
+
+
+def scaled_dot_product_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """softmax(Q K^T / sqrt(Dh)) V with boolean masking.
+
+    Args:
+        q: ``(B, H, T, Dh)`` queries.
+        k: ``(B, H, S, Dh)`` keys.
+        v: ``(B, H, S, Dv)`` values.
+        attn_mask: boolean, broadcastable to ``(B, H, T, S)``, True = may attend.
+        is_causal: add a bottom-right aligned causal mask (see :func:`aiayn.masks.make_causal_mask`).
+        dropout_p: dropout on the attention weights (pass 0.0 in eval mode).
+        need_weights: also return the ``(B, H, T, S)`` weights; this takes the reference path.
+        scale: score scale; default ``1 / sqrt(Dh)``.
+
+    Returns:
+        ``(output (B, H, T, Dv), weights (B, H, T, S) or None)``.
+    """
+    T, S = q.shape[-2], k.shape[-2]
+    if is_causal and (attn_mask is not None or T != S or need_weights):
+        # SDPA's own is_causal aligns top-left when T != S; build the bottom-right mask explicitly.
+        attn_mask = combine_masks(attn_mask, make_causal_mask(T, S, device=q.device))
+        is_causal = False
+    if need_weights:
+        return _reference_attention(q, k, v, attn_mask, dropout_p, scale)
+    mask, row_ok = _guard_empty_rows(attn_mask)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
+    )
+    if row_ok is not None:
+        out = out * row_ok
+    return out, None
+
+
+def _reference_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_mask: Tensor | None,
+    dropout_p: float,
+    scale: float | None,
+) -> tuple[Tensor, Tensor]:
+    """The formula written out; returns the weights (after masking, before dropout)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, T, S)
+    return _softmax_and_mix(scores, v, attn_mask, dropout_p)
+
+
+def _softmax_and_mix(
+    scores: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float
+) -> tuple[Tensor, Tensor]:
+    """Masked softmax over keys, then the weighted sum of values. Empty rows give zeros."""
+    mask, row_ok = _guard_empty_rows(attn_mask)
+    if mask is not None:
+        # finfo.min, not -1e9 or -inf: stays finite in every dtype, so empty rows can't become NaN.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)  # (B, H, T, S)
+    if row_ok is not None:
+        weights = weights * row_ok
+    mixed = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+    return torch.matmul(mixed, v), weights  # (B, H, T, Dv)
+
+
+class AdditiveScore(nn.Module):
+    """Additive (Bahdanau) scoring per head: ``score(q, k) = w^T tanh(q + k)``.
+
+    Bahdanau et al. (2015) score ``v^T tanh(W_q q + W_k k)``; here ``W_q`` and ``W_k`` are the multi-head
+    module's own ``q_proj``/``k_proj``, so only the vector ``w`` (one per head) is new. It costs
+    ``O(B·H·T·S·Dh)`` memory, which is why the dot product won.
+
+    Args:
+        num_heads: H.
+        head_dim: Dh.
+    """
+
+    def __init__(self, num_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_heads, head_dim))
+        nn.init.normal_(self.weight, std=head_dim**-0.5)
+
+    def forward(self, q: Tensor, k: Tensor) -> Tensor:
+        """``(B, H, T, Dh)``, ``(B, H, S, Dh)`` -> scores ``(B, H, T, S)``."""
+        hidden = torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3))  # (B, H, T, S, Dh)
+        return torch.einsum("bhtsd,hd->bhts", hidden, self.weight)
+
+
+def additive_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    score: AdditiveScore,
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """Attention with additive scores; same masking rules as :func:`scaled_dot_product_attention`."""
+    if is_causal:
+        attn_mask = combine_masks(attn_mask, make_causal_mask(q.shape[-2], k.shape[-2], q.device))
+    return _softmax_and_mix(score(q, k), v, attn_mask, dropout_p)
+
+
+class KVCache:
+    """Keys and values of one attention module during incremental decoding.
+
+    Self-attention appends each step's keys/values into a preallocated buffer that grows by doubling, so a
+    step costs a copy of the new token only. Cross-attention (``static=True``) stores the source's
+    keys/values once and reuses them at every step.
+
+    Args:
+        static: True for cross-attention (computed once per source).
+    """
+
+    def __init__(self, static: bool = False) -> None:
+        self.static = static
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+        self.length = 0
+
+    @property
+    def is_empty(self) -> bool:
+        return self.length == 0
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add ``(B, H, t, Dh)`` keys/values; return all keys/values so far, ``(B, H, S, Dh)``."""
+        t = k.shape[-2]
+        needed = self.length + t
+        if self._k is None or needed > self._k.shape[-2]:
+            capacity = max(needed, 2 * (0 if self._k is None else self._k.shape[-2]), 16)
+            self._k = self._grow(self._k, k, capacity)
+            self._v = self._grow(self._v, v, capacity)
+        self._k[..., self.length : needed, :] = k
+        self._v[..., self.length : needed, :] = v
+        self.length = needed
+        return self._k[..., :needed, :], self._v[..., :needed, :]
+
+    def _grow(self, old: Tensor | None, like: Tensor, capacity: int) -> Tensor:
+        new = like.new_empty(*like.shape[:-2], capacity, like.shape[-1])
+        if old is not None and self.length:
+            new[..., : self.length, :] = old[..., : self.length, :]
+        return new
+
+    def set(self, k: Tensor, v: Tensor) -> None:
+        """Store keys/values computed once (cross-attention)."""
+        self._k, self._v, self.length = k, v, k.shape[-2]
+
+    def get(self) -> tuple[Tensor, Tensor]:
+        """All keys/values stored so far."""
+        assert self._k is not None and self._v is not None, "empty cache"
+        return self._k[..., : self.length, :], self._v[..., : self.length, :]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (beam search: follow each surviving hypothesis's parent)."""
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
+
+
+@dataclass
+class LayerCache:
+    """The caches one decoder layer needs: its self-attention and (if any) its cross-attention."""
+
+    self_attn: KVCache
+    cross_attn: KVCache | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        self.self_attn.reorder(index)
+        if self.cross_attn is not None:
+            self.cross_attn.reorder(index)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention (paper section 3.2.2): project, split into heads, attend, concatenate, project.
+
+    ``MultiHead(Q, K, V) = Concat(head_1..head_H) W^O``, ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)``.
+
+    Used as self-attention (``key`` omitted) or cross-attention (``key``/``value`` from the encoder).
+    In self-attention the three input projections run as one matrix multiply over the concatenated
+    weights (one pass over the input instead of three); the parameters stay separate for readability.
+
+    Args:
+        d_model: D, the model width.
+        num_heads: H; must divide D.
+        dropout: dropout on the attention weights.
+        bias: whether the projections have biases.
+        attention: ``"dot"`` (scaled dot-product, the paper) or ``"additive"`` (Bahdanau scoring).
+
+    Shape:
+        query ``(B, T, D)``; key/value ``(B, S, D)``; key_mask ``(B, S)``; attn_mask broadcastable to
+        ``(B, H, T, S)``; output ``(B, T, D)``; weights ``(B, H, T, S)``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        attention: str = "dot",
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.additive = AdditiveScore(num_heads, self.head_dim) if attention == "additive" else None
+
+    def _split(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)  # 3 x (B, T, D)
+        return q, k, v
+
+    def _project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        weight = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2D, D)
+        bias = None
+        if self.k_proj.bias is not None:
+            bias = torch.cat([self.k_proj.bias, self.v_proj.bias])
+        k, v = F.linear(x, weight, bias).chunk(2, dim=-1)  # 2 x (B, S, D)
+        return k, v
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor | None = None,
+        value: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` to ``key``/``value`` (to ``query`` itself when ``key`` is None).
+
+        Args:
+            query: ``(B, T, D)``.
+            key: ``(B, S, D)``; None for self-attention.
+            value: ``(B, S, D)``; defaults to ``key``.
+            key_mask: ``(B, S)``, True where the key is a real token.
+            attn_mask: broadcastable to ``(B, H, T, S)``, True = may attend.
+            is_causal: queries see only keys at or before their own position (bottom-right aligned).
+            need_weights: return the per-head weights ``(B, H, T, S)``.
+            cache: for incremental decoding. Self-attention appends this step's keys/values; a static
+                (cross-attention) cache computes them from ``key`` on first use and reuses them after.
+
+        Returns:
+            ``(output (B, T, D), weights (B, H, T, S) or None)``.
+        """
+        B, T, _ = query.shape
+        static = cache is not None and cache.static
+        if key is None and not static:  # self-attention
+            q, k, v = (self._split(x) for x in self._project_qkv(query))  # 3 x (B, H, T, Dh)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, H, S, Dh), S = cached + T
+        else:
+            q = self._split(self.q_proj(query))  # (B, H, T, Dh)
+            if static and not cache.is_empty:
+                k, v = cache.get()
+            elif key is None:
+                raise ValueError("cross-attention needs `key` until its cache is filled")
+            else:
+                if value is None or value is key:
+                    k, v = self._project_kv(key)
+                else:
+                    k, v = self.k_proj(key), self.v_proj(value)
+                k, v = self._split(k), self._split(v)  # (B, H, S, Dh)
+                if cache is not None:
+                    cache.set(k, v)
+
+        mask = combine_masks(
+            None if key_mask is None else key_mask_to_attn_mask(key_mask),
+            attn_mask,
+        )
+        dropout_p = self.dropout if self.training else 0.0
+        if self.additive is not None:
+            out, weights = additive_attention(q, k, v, self.additive, mask, is_causal, dropout_p)
+            weights = weights if need_weights else None
+        else:
+            out, weights = scaled_dot_product_attention(
+                q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, need_weights=need_weights
+            )
+        out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, D): concatenate heads
+        return self.out_proj(out), weights

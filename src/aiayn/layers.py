@@ -1,0 +1,338 @@
+"""The Transformer's building blocks, shared by every model (seq2seq, GPT, BERT, ViT).
+
+Shapes: B batch, T target/query length, S source/key length, D d_model, F d_ff, H heads.
+
+Each sublayer is wrapped in a residual connection and LayerNorm (paper section 3.1). Two placements:
+
+* post-norm (``norm_first=False``, the paper): ``x = LayerNorm(x + Dropout(Sublayer(x)))``
+* pre-norm (``norm_first=True``, GPT-2 and most modern models): ``x = x + Dropout(Sublayer(LayerNorm(x)))``
+
+Stacks are built with a loop of fresh modules, never by deep-copying one layer, so layers start different.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import KVCache, LayerCache, MultiHeadAttention
+from .masks import make_local_mask
+
+# functools.partial, not a lambda: modules holding the function must stay picklable and copyable.
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh")}
+
+
+def get_activation(name: str):
+    """The activation function named ``name`` (``relu``, ``gelu``, ``gelu_tanh``)."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network (section 3.3): ``FFN(x) = W_2 act(W_1 x + b_1) + b_2``.
+
+    Applied to every position separately and identically. ReLU in the paper; GELU in BERT/GPT/ViT.
+
+    Args:
+        d_model: D.
+        d_ff: F, the inner width (4·D in the paper).
+        dropout: dropout after the activation.
+        activation: ``relu``, ``gelu`` or ``gelu_tanh``.
+        bias: biases on both linear maps.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.activation_name = activation
+        self.activation = get_activation(activation)
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, D)`` -> ``(B, T, D)``."""
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention then feed-forward, each with residual + LayerNorm.
+
+    Args:
+        d_model: D.
+        num_heads: H.
+        d_ff: F.
+        dropout: residual, FFN and attention-weight dropout (one rate, as in the paper).
+        activation: FFN activation.
+        norm_first: pre-norm when True, post-norm (the paper) when False.
+        bias: biases in attention and FFN.
+        layer_norm_eps: LayerNorm epsilon (1e-5 like torch; BERT uses 1e-12).
+        attention: ``dot`` or ``additive`` scoring.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        bias: bool = True,
+        layer_norm_eps: float = 1e-5,
+        attention: str = "dot",
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, attention)
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and optional weights ``(B, H, S, S)``."""
+        if self.norm_first:
+            attn, weights = self.self_attn(
+                self.norm1(x), key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights
+            )
+            x = x + self.dropout1(attn)
+            x = x + self.dropout2(self.ffn(self.norm2(x)))
+        else:
+            attn, weights = self.self_attn(
+                x, key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights
+            )
+            x = self.norm1(x + self.dropout1(attn))
+            x = self.norm2(x + self.dropout2(self.ffn(x)))
+        return x, weights
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, cross-attention to the encoder output, feed-forward.
+
+    With ``cross_attention=False`` this is GPT's block: the decoder without the encoder.
+
+    Args: as :class:`EncoderLayer`, plus
+        cross_attention: include the encoder-decoder attention sublayer.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.1,
+        activation: str = "relu",
+        norm_first: bool = False,
+        bias: bool = True,
+        layer_norm_eps: float = 1e-5,
+        attention: str = "dot",
+        cross_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, attention)
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.cross_attn: MultiHeadAttention | None = None
+        if cross_attention:
+            self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, attention)
+            self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+            self.dropout2 = nn.Dropout(dropout)
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        memory_key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = True,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """One decoder layer.
+
+        Args:
+            x: ``(B, T, D)`` target-side states.
+            memory: ``(B, S, D)`` encoder output (ignored without cross-attention; may be None when the
+                cross-attention cache is already filled).
+            key_mask: ``(B, T_total)`` True where a target token is real (left padding in GPT batches).
+            memory_key_mask: ``(B, S)`` True where a source token is real.
+            attn_mask: extra self-attention mask (e.g. a local window), broadcastable to (B, H, T, T).
+            is_causal: causal self-attention (always, for a decoder; False only for experiments).
+            cache: this layer's KV caches for incremental decoding.
+            need_weights: return self- and cross-attention weights.
+
+        Returns:
+            ``(x (B, T, D), self weights (B, H, T, T_total) or None, cross weights (B, H, T, S) or None)``.
+        """
+        self_cache = None if cache is None else cache.self_attn
+        cross_cache = None if cache is None else cache.cross_attn
+
+        def self_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
+            out, w = self.self_attn(
+                h,
+                key_mask=key_mask,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+                need_weights=need_weights,
+                cache=self_cache,
+            )
+            return self.dropout1(out), w
+
+        def cross_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
+            out, w = self.cross_attn(
+                h, memory, key_mask=memory_key_mask, need_weights=need_weights, cache=cross_cache
+            )
+            return self.dropout2(out), w
+
+        cross_w = None
+        if self.norm_first:
+            out, self_w = self_block(self.norm1(x))
+            x = x + out
+            if self.cross_attn is not None:
+                out, cross_w = cross_block(self.norm2(x))
+                x = x + out
+            x = x + self.dropout3(self.ffn(self.norm3(x)))
+        else:
+            out, self_w = self_block(x)
+            x = self.norm1(x + out)
+            if self.cross_attn is not None:
+                out, cross_w = cross_block(x)
+                x = self.norm2(x + out)
+            x = self.norm3(x + self.dropout3(self.ffn(x)))
+        return x, self_w, cross_w
+
+
+class Encoder(nn.Module):
+    """A stack of encoder layers with an optional final LayerNorm.
+
+    Args:
+        layers: the layers, each built fresh.
+        norm: final LayerNorm (needed with pre-norm layers; torch's nn.Transformer always has one).
+        attention_window: when set, truncated self-attention: each position sees only keys within this
+            many positions (the notes' "truncated self-attention").
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[EncoderLayer],
+        norm: nn.Module | None = None,
+        attention_window: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+        self.attention_window = attention_window
+
+    def forward(
+        self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and per-layer weights when asked."""
+        attn_mask = None
+        if self.attention_window is not None:
+            attn_mask = make_local_mask(x.shape[1], window=self.attention_window, device=x.device)
+        weights = []
+        for layer in self.layers:
+            x, w = layer(x, key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights)
+            if need_weights:
+                weights.append(w)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x, weights
+
+
+class Decoder(nn.Module):
+    """A stack of decoder layers with an optional final LayerNorm.
+
+    Args: as :class:`Encoder`; ``attention_window`` makes the causal self-attention local too.
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[DecoderLayer],
+        norm: nn.Module | None = None,
+        attention_window: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.norm = norm
+        self.attention_window = attention_window
+
+    def new_cache(self) -> list[LayerCache]:
+        """Fresh, empty caches for incremental decoding (one per layer)."""
+        return [
+            LayerCache(KVCache(), KVCache(static=True) if layer.cross_attn is not None else None)
+            for layer in self.layers
+        ]
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        key_mask: Tensor | None = None,
+        memory_key_mask: Tensor | None = None,
+        cache: list[LayerCache] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Run the stack.
+
+        Args:
+            x: ``(B, T, D)`` embedded target tokens (T new tokens when decoding with a cache).
+            memory: ``(B, S, D)`` encoder output, or None for a decoder-only model.
+            key_mask: ``(B, T_total)`` True for real target tokens, cached ones included. Right padding
+                needs no mask (causality already hides later pads); left padding does.
+            memory_key_mask: ``(B, S)`` True for real source tokens.
+            cache: from :meth:`new_cache`, updated in place.
+            need_weights: collect per-layer self- and cross-attention weights.
+
+        Returns:
+            ``(x (B, T, D), self weights per layer, cross weights per layer)``.
+        """
+        T = x.shape[1]
+        past = 0 if cache is None else cache[0].self_attn.length
+        attn_mask = None
+        if self.attention_window is not None:
+            attn_mask = make_local_mask(
+                T, past + T, window=self.attention_window, causal=True, device=x.device
+            )
+        self_weights, cross_weights = [], []
+        for i, layer in enumerate(self.layers):
+            x, sw, cw = layer(
+                x,
+                memory,
+                key_mask=key_mask,
+                memory_key_mask=memory_key_mask,
+                attn_mask=attn_mask,
+                cache=None if cache is None else cache[i],
+                need_weights=need_weights,
+            )
+            if need_weights:
+                self_weights.append(sw)
+                if cw is not None:
+                    cross_weights.append(cw)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x, self_weights, cross_weights
