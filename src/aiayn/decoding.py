@@ -1,0 +1,288 @@
+"""Decoding: turn a model's next-token distribution into sequences.
+
+Shapes: B batch (sentences), K beams, S source length, V vocabulary.
+
+* :func:`greedy_search` — take the most probable token at every step.
+* :func:`beam_search` — keep the K best partial translations; GNMT length penalty (Wu et al., 2016)
+  ``lp(Y) = ((5 + |Y|) / 6) ** alpha``; a hypothesis ends at ``<eos>``; a sentence stops when no living
+  hypothesis can still beat its K finished ones (an exact bound, not a heuristic).
+* Logit filters for sampling: temperature, top-k, top-p (nucleus).
+
+Both searches decode one token at a time with the decoder's KV cache; the encoder runs once, and the
+cross-attention keys/values are computed once per source. Sentences leave the batch as soon as they are
+finished, so a long sentence doesn't make the short ones pay. The maximum output length is the source
+length + 50, as in the paper (section 6.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .models.seq2seq import Transformer
+
+#: Paper section 6.1: "maximum output length to input length + 50".
+EXTRA_OUTPUT_LEN = 50
+
+
+@dataclass
+class Hypothesis:
+    """A finished output: token ids (no BOS/EOS), summed log-probability, length-normalised score."""
+
+    tokens: list[int]
+    logprob: float
+    score: float
+
+
+def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (alpha = 0: no normalisation)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _max_lengths(src_key_mask: Tensor, max_len: int | None) -> Tensor:
+    """Per-sentence output budget: source length + 50, capped by ``max_len`` when given."""
+    budget = src_key_mask.sum(-1) + EXTRA_OUTPUT_LEN
+    if max_len is not None:
+        budget = budget.clamp(max=max_len)
+    return budget
+
+
+class _Stepper:
+    """Feeds tokens to the decoder, with the KV cache or (for tests) by full recomputation."""
+
+    def __init__(self, model: Transformer, memory: Tensor, mask: Tensor, use_cache: bool) -> None:
+        self.model, self.memory, self.mask, self.use_cache = model, memory, mask, use_cache
+        self.cache = model.new_cache() if use_cache else None
+        self.first = True
+
+    def logprobs(self, tokens: Tensor) -> Tensor:
+        """``tokens (N, t)`` so far -> log-probabilities of the next token ``(N, V)``."""
+        if self.use_cache:
+            memory = self.memory if self.first else None  # cross-attn keys/values already cached
+            logits = self.model.decode(tokens[:, -1:], memory, self.mask, self.cache)
+        else:
+            logits = self.model.decode(tokens, self.memory, self.mask)
+        self.first = False
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)
+
+    def select(self, index: Tensor) -> None:
+        """Keep rows ``index`` (beam parents, or the sentences still decoding)."""
+        self.mask = self.mask.index_select(0, index)
+        self.memory = self.memory.index_select(0, index)
+        if self.cache is not None:
+            for layer_cache in self.cache:
+                layer_cache.reorder(index)
+
+
+@torch.inference_mode()
+def greedy_search(
+    model: Transformer,
+    src: Tensor,
+    src_key_mask: Tensor | None = None,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    max_len: int | None = None,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Most probable token at each step, for a batch of sources.
+
+    Args:
+        model: an encoder-decoder Transformer (put in eval mode by the caller).
+        src: ``(B, S)`` source ids (``tokens + <eos>``, right-padded).
+        src_key_mask: ``(B, S)`` True for real source tokens (from ``pad_id`` when omitted).
+        bos_id, eos_id: special token ids.
+        max_len: cap on output length (default: source length + 50).
+        use_cache: decode with the KV cache (False recomputes everything; for tests).
+
+    Returns:
+        One token list per sentence, without BOS and EOS.
+    """
+    src_key_mask = model.source_mask(src, src_key_mask)
+    budget = _max_lengths(src_key_mask, max_len)
+    stepper = _Stepper(model, model.encode(src, src_key_mask), src_key_mask, use_cache)
+    B = src.shape[0]
+    results: list[list[int]] = [[] for _ in range(B)]
+    alive = torch.arange(B, device=src.device)  # which sentence each row is
+    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
+    step = 0
+    while alive.numel():
+        next_tok = stepper.logprobs(tokens).argmax(-1)  # (N,)
+        step += 1
+        tokens = torch.cat([tokens, next_tok[:, None]], 1)
+        done = (next_tok == eos_id) | (budget[alive] <= step)
+        if done.any():
+            for row in done.nonzero().flatten().tolist():
+                out = tokens[row, 1:].tolist()
+                results[int(alive[row])] = out[:-1] if out[-1] == eos_id else out
+            keep = (~done).nonzero().flatten()
+            alive, tokens = alive[keep], tokens[keep]
+            if alive.numel():
+                stepper.select(keep)
+    return results
+
+
+@torch.inference_mode()
+def beam_search(
+    model: Transformer,
+    src: Tensor,
+    src_key_mask: Tensor | None = None,
+    beam_size: int = 4,
+    alpha: float = 0.6,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    max_len: int | None = None,
+    use_cache: bool = True,
+) -> list[list[Hypothesis]]:
+    """Batched beam search with the GNMT length penalty.
+
+    Args:
+        model: an encoder-decoder Transformer in eval mode.
+        src: ``(B, S)`` source ids, right-padded.
+        src_key_mask: ``(B, S)`` True for real tokens.
+        beam_size: K, hypotheses kept per sentence (1 = greedy).
+        alpha: length-penalty exponent (0.6 in the paper; 0 = raw log-probability).
+        bos_id, eos_id: special ids.
+        max_len: cap on output length (default: source length + 50).
+        use_cache: decode with the KV cache.
+
+    Returns:
+        Per sentence, its finished hypotheses, best first (at most ``beam_size``).
+    """
+    K = beam_size
+    src_key_mask = model.source_mask(src, src_key_mask)
+    B = src.shape[0]
+    device = src.device
+    budget = _max_lengths(src_key_mask, max_len)
+    memory = model.encode(src, src_key_mask)
+    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) sentence of each beam row
+    stepper = _Stepper(
+        model, memory.index_select(0, rows), src_key_mask.index_select(0, rows), use_cache
+    )
+    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
+    # Only beam 0 is live at the start, so the K copies of <bos> don't fill the beam with duplicates.
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    alive = torch.arange(B, device=device)  # sentences still decoding, in row-block order
+    step = 0
+    while alive.numel():
+        N = alive.numel()
+        logprobs = stepper.logprobs(tokens)  # (N*K, V)
+        V = logprobs.shape[-1]
+        step += 1
+        candidates = (scores.view(N * K, 1) + logprobs).view(N, K * V)
+        top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=-1)  # (N, 2K)
+        parent = top_index // V  # beam each candidate extends
+        token = top_index % V
+        last_step = budget[alive] <= step  # (N,)
+        is_eos = (token == eos_id) | last_step[:, None]
+
+        # Record finished hypotheses (EOS, or out of length budget), then pick the K best live ones.
+        top_scores_l, parent_l, token_l = top_scores.tolist(), parent.tolist(), token.tolist()
+        is_eos_l, tokens_l = is_eos.tolist(), None
+        sentence_done = []
+        for n in range(N):
+            b = int(alive[n])
+            for j in range(top_scores.shape[1]):
+                if not is_eos_l[n][j] or top_scores_l[n][j] == float("-inf"):
+                    continue
+                if j >= K and not last_step[n]:
+                    break  # only EOS among the top K candidates may end (standard beam rule)
+                if tokens_l is None:
+                    tokens_l = tokens.tolist()
+                prefix = tokens_l[n * K + parent_l[n][j]][1:]
+                if token_l[n][j] != eos_id:
+                    prefix = prefix + [token_l[n][j]]
+                length = len(prefix) + 1  # the EOS counts, as in GNMT/fairseq
+                finished[b].append(
+                    Hypothesis(
+                        prefix,
+                        top_scores_l[n][j],
+                        top_scores_l[n][j] / length_penalty(length, alpha),
+                    )
+                )
+            finished[b].sort(key=lambda h: h.score, reverse=True)
+            del finished[b][K:]
+            sentence_done.append(
+                bool(last_step[n])
+                or _cannot_improve(
+                    finished[b], K, top_scores, is_eos, n, int(budget[alive[n]]), alpha
+                )
+            )
+
+        live_scores = top_scores.masked_fill(is_eos, float("-inf"))
+        best_live, order = live_scores.topk(K, dim=-1)  # (N, K)
+        new_parent = parent.gather(1, order)  # (N, K)
+        new_token = token.gather(1, order)
+        rows_index = (torch.arange(N, device=device)[:, None] * K + new_parent).view(-1)
+        tokens = torch.cat([tokens.index_select(0, rows_index), new_token.view(-1, 1)], 1)
+        scores = best_live
+        stepper.select(rows_index)
+
+        done = torch.tensor(sentence_done, device=device)
+        if done.any():
+            keep = (~done).nonzero().flatten()
+            alive = alive[keep]
+            keep_rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
+            tokens, scores = tokens.index_select(0, keep_rows), scores.index_select(0, keep)
+            if alive.numel():
+                stepper.select(keep_rows)
+    return finished
+
+
+def _cannot_improve(
+    finished: list[Hypothesis],
+    K: int,
+    top_scores: Tensor,
+    is_eos: Tensor,
+    n: int,
+    budget: int,
+    alpha: float,
+) -> bool:
+    """True when sentence ``n`` has K finished hypotheses that no live one can overtake.
+
+    Log-probabilities only fall as a hypothesis grows, and the length penalty is largest at the
+    longest allowed length, so a live hypothesis with score s can reach at most s / lp(budget + 1).
+    """
+    if len(finished) < K:
+        return False
+    live = top_scores[n].masked_fill(is_eos[n], float("-inf")).max().item()
+    if live == float("-inf"):
+        return True
+    bound = live / length_penalty(budget + 1, alpha) if alpha > 0 else live
+    return finished[-1].score >= bound
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """Divide logits by ``temperature`` (> 0); 1.0 leaves them unchanged."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest logits per row (ties at the k-th value are kept); the rest -> -inf."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filter: keep the smallest set of most-probable tokens whose probability reaches ``p``.
+
+    The most probable token is always kept, so the result is never empty.
+    """
+    if p >= 1.0:
+        return logits
+    if p <= 0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    sorted_logits, sorted_idx = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    # A token is dropped when the tokens before it already reach p.
+    before = probs.cumsum(-1) - probs
+    drop_sorted = before >= p
+    drop = drop_sorted.scatter(-1, sorted_idx, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))

@@ -1,0 +1,364 @@
+"""A model-agnostic training loop with exact resume, atomic checkpoints and clean interruption.
+
+A :class:`Task` supplies what is specific to a model family (its batches, its loss, its evaluation, the
+files of its model directory); :class:`Trainer` does the rest: gradient accumulation and clipping, the
+learning-rate schedule, periodic validation, keeping the best checkpoint, a tqdm bar on stderr,
+``metrics.jsonl``, ``--max-steps``/``--max-minutes``, and resume.
+
+Output directory layout::
+
+    DIR/config.json, DIR/model.safetensors, tokenizer files   the best model (a model directory)
+    DIR/metrics.jsonl                                          one JSON object per log/eval step
+    DIR/last/                                                  the last state: model + trainer.pt
+
+Resume is exact: the optimizer, schedule, RNG states and the position in the epoch's (deterministic)
+batch order are restored, so the next losses equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import AiaynError
+from .checkpoint import (
+    TRAINER_FILE,
+    WEIGHTS_FILE,
+    find_checkpoint,
+    load_trainer_state,
+    load_weights,
+    save_trainer_state,
+    save_weights,
+    swap_in_directory,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Task(Protocol):
+    """What the trainer needs to know about one kind of model and data."""
+
+    #: eval metric that picks the best checkpoint, and whether higher is better
+    best_metric: str
+    higher_is_better: bool
+
+    def batches(self, epoch: int) -> Iterator[Any]:
+        """The training batches of ``epoch``, in a deterministic order for a given seed and epoch."""
+
+    def loss(self, model: nn.Module, batch: Any, step: int) -> tuple[Tensor, int]:
+        """``(summed loss, number of tokens/examples it covers)`` for one batch."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation metrics (must include ``best_metric``); the model is in eval mode."""
+
+    def write_model_files(self, directory: Path) -> None:
+        """Write everything but the weights (``config.json``, tokenizer files) into ``directory``."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop settings.
+
+    Attributes:
+        max_steps: stop after this many optimizer steps in total (counted across resumes).
+        max_minutes: stop this invocation after this much training time.
+        accumulate: micro-batches per optimizer step.
+        clip_norm: gradient-norm clipping (0 = off).
+        eval_every: optimizer steps between validations (and checkpoints).
+        log_every: optimizer steps between metric lines.
+        seed: seeds Python's and torch's generators.
+        max_bad_steps: stop after this many consecutive non-finite losses (each such step is skipped).
+        progress: show a tqdm bar on stderr.
+    """
+
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    accumulate: int = 1
+    clip_norm: float = 1.0
+    eval_every: int = 200
+    log_every: int = 50
+    seed: int = 0
+    max_bad_steps: int = 5
+    progress: bool = True
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: save and exit like Ctrl-C."""
+
+
+class Trainer:
+    """Runs a :class:`Task` to completion, resumably.
+
+    Args:
+        model: the model (already on its device).
+        optimizer: its optimizer.
+        lr_lambda: learning rate as a function of the 1-based optimizer step.
+        task: the task.
+        out_dir: where the model directory, metrics and state go.
+        config: loop settings.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_lambda,
+        task: Task,
+        out_dir: str | Path,
+        config: TrainConfig,
+    ) -> None:
+        self.model, self.optimizer, self.lr_lambda, self.task = model, optimizer, lr_lambda, task
+        self.out_dir = Path(out_dir)
+        self.config = config
+        self.step = 0  # optimizer steps done
+        self.epoch = 0
+        self.batch_in_epoch = 0  # micro-batches of the current epoch already consumed
+        self.best: float | None = None
+        self.bad_steps = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ---- state -----------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "best": self.best,
+            "optimizer": self.optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": list(_encode_py_state(random.getstate())),
+            "train_config": asdict(self.config),
+        }
+
+    def save_last(self) -> None:
+        """Write model + trainer state to ``DIR/last`` (staged, then swapped in)."""
+        staging = self.out_dir / "last.tmp"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        self.task.write_model_files(staging)
+        save_weights(self.model, staging / WEIGHTS_FILE)
+        save_trainer_state(staging / TRAINER_FILE, self._state())
+        swap_in_directory(staging, self.out_dir / "last")
+
+    def try_resume(self) -> bool:
+        """Restore the last complete state from ``DIR/last``; False when there is none."""
+        found = find_checkpoint(self.out_dir / "last")
+        if found is None:
+            return False
+        load_weights(self.model, found / WEIGHTS_FILE)
+        state = load_trainer_state(found / TRAINER_FILE)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.epoch = int(state["step"]), int(state["epoch"])
+            self.batch_in_epoch, self.best = int(state["batch_in_epoch"]), state["best"]
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(_decode_py_state(state["python_rng"]))
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise AiaynError(f"{found / TRAINER_FILE}: incomplete training state ({e})") from None
+        self._truncate_metrics()
+        return True
+
+    def _truncate_metrics(self) -> None:
+        """Drop metric lines written after the state we resume from (they will be written again)."""
+        path = self.out_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                break  # a line cut by a kill: everything after it is gone too
+        path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+
+    # ---- loop ------------------------------------------------------------------------------------
+    def _set_lr(self) -> float:
+        lr = self.lr_lambda(self.step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _evaluate_and_keep_best(self, record: dict[str, Any]) -> None:
+        self.model.eval()
+        metrics = self.task.evaluate(self.model)
+        self.model.train()
+        record.update(metrics)
+        value = metrics[self.task.best_metric]
+        better = self.best is None or (
+            value > self.best if self.task.higher_is_better else value < self.best
+        )
+        if better and math.isfinite(value):
+            self.best = value
+            self.task.write_model_files(self.out_dir)
+            save_weights(self.model, self.out_dir / WEIGHTS_FILE)
+
+    def _micro_batches(self) -> Iterator[Any]:
+        """Endless stream of training batches, starting where the saved position says.
+
+        The live position is kept apart from ``self.epoch``/``self.batch_in_epoch``, which only move
+        when an optimizer step completes; an interrupted step is then simply redone after a resume.
+        """
+        epoch, start = self.epoch, self.batch_in_epoch
+        while True:
+            produced = False
+            for i, batch in enumerate(self.task.batches(epoch)):
+                produced = True
+                if i < start:
+                    continue  # trained on before the resume
+                yield epoch, i + 1, batch
+            if not produced:
+                raise AiaynError("the training data produced no batches")
+            epoch, start = epoch + 1, 0
+
+    def _train_step(self, micro: list[Any]) -> tuple[float, int]:
+        """Forward/backward over the micro-batches; returns (summed loss, tokens)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        step_loss, step_tokens = 0.0, 0
+        for batch in micro:
+            loss, tokens = self.task.loss(self.model, batch, self.step)
+            # Mean over each micro-batch's tokens, averaged over micro-batches (as nanoGPT does).
+            (loss / max(tokens, 1) / len(micro)).backward()
+            step_loss += float(loss.detach())
+            step_tokens += tokens
+        return step_loss, step_tokens
+
+    def train(self) -> list[dict[str, Any]]:
+        """Train until ``max_steps`` or ``max_minutes``; save on the way out, even on Ctrl-C/SIGTERM.
+
+        Returns:
+            The metric records written during this invocation.
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.config
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_stop)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        self.model.train()
+        progress = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            progress = tqdm(
+                total=cfg.max_steps,
+                initial=self.step,
+                desc="train",
+                unit="step",
+                dynamic_ncols=True,
+            )
+        deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
+        window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
+        batches = self._micro_batches()
+        start_step, last_eval_step = self.step, None
+        try:
+            while self.step < cfg.max_steps:
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("time budget reached after %d steps", self.step)
+                    break
+                lr = self._set_lr()
+                micro, position = [], None
+                for _ in range(cfg.accumulate):
+                    epoch, index, batch = next(batches)
+                    micro.append(batch)
+                    position = (epoch, index)
+                step_loss, step_tokens = self._train_step(micro)
+                self.epoch, self.batch_in_epoch = position
+                if not math.isfinite(step_loss):
+                    self.bad_steps += 1
+                    log.warning("step %d: non-finite loss; step skipped", self.step + 1)
+                    if self.bad_steps >= cfg.max_bad_steps:
+                        raise AiaynError(
+                            f"training diverged: {self.bad_steps} non-finite losses in a row at "
+                            f"step {self.step + 1}; lower the learning rate or check the data"
+                        )
+                    continue
+                self.bad_steps = 0
+                if cfg.clip_norm > 0:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+                self.optimizer.step()
+                self.step += 1
+                window_loss += step_loss
+                window_tokens += step_tokens
+                if progress is not None:
+                    progress.update(1)
+                is_eval = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
+                if self.step % cfg.log_every == 0 or is_eval:
+                    elapsed = max(time.monotonic() - window_start, 1e-9)
+                    record = {
+                        "step": self.step,
+                        "loss": window_loss / max(window_tokens, 1),
+                        "lr": lr,
+                        "tokens_per_s": window_tokens / elapsed,
+                    }
+                    if is_eval:
+                        self._evaluate_and_keep_best(record)
+                        last_eval_step = self.step
+                    self._log(record)
+                    if is_eval:
+                        self.save_last()
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+                    window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
+        except (KeyboardInterrupt, _Stop):
+            log.info("interrupted at step %d: saving the last complete step", self.step)
+            self.save_last()
+            if not (self.out_dir / WEIGHTS_FILE).exists():
+                self.task.write_model_files(self.out_dir)
+                save_weights(self.model, self.out_dir / WEIGHTS_FILE)
+            raise KeyboardInterrupt from None
+        finally:
+            if progress is not None:
+                progress.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if self.step > start_step and last_eval_step != self.step:
+            # Stopped by the clock between evaluations: evaluate what we have, then save.
+            record = {
+                "step": self.step,
+                "loss": window_loss / max(window_tokens, 1) if window_tokens else None,
+                "lr": self.lr_lambda(self.step),
+                "tokens_per_s": window_tokens / max(time.monotonic() - window_start, 1e-9),
+            }
+            self._evaluate_and_keep_best(record)
+            self._log(record)
+            self.save_last()
+        return self.history
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop()
+
+
+def _encode_py_state(state: tuple) -> tuple:
+    version, internal, gauss = state
+    return (version, list(internal), gauss)
+
+
+def _decode_py_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (int(version), tuple(int(x) for x in internal), gauss)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators (aiayn never draws from numpy's global generator)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
