@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,7 +186,7 @@ class Seq2SeqBatch:
     num_tgt_tokens: int
     num_src_tokens: int
 
-    def _map_tensors(self, fn) -> Seq2SeqBatch:
+    def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Seq2SeqBatch:
         changes = {
             f.name: fn(getattr(self, f.name))
             for f in dataclasses.fields(self)

@@ -1,0 +1,261 @@
+"""Tests for aiayn.data.tokenizers: fixed special ids, round trips, save/load, errors, speed."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tokenizers import Tokenizer as HFTokenizer
+
+from aiayn.data.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    BPETokenizer,
+    CharTokenizer,
+    Tokenizer,
+    load_tokenizer,
+)
+from aiayn.errors import AiaynError, CheckpointError, ConfigError
+
+ENGLISH = [
+    "Do you like tea?",
+    "I am a student.",
+    "I didn't know that, did you?",
+    "Hello, world!",
+    "It's three o'clock.",
+    "Tom doesn't like coffee; he likes tea.",
+    "Where are you going?",
+    "I like tea very much.",
+    "HELLO! Tom said hello.",
+]
+CHINESE = [
+    "我是一个学生。",
+    "你喜欢茶吗？",
+    "我不知道，你呢？",
+    "他是老师",
+    "汤姆不喜欢咖啡，他喜欢茶。",
+    "你去哪里？",
+    "汤姆说：你好！",
+]
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    return BPETokenizer.train((ENGLISH + CHINESE) * 10, vocab_size=300)
+
+
+def test_special_ids_are_fixed() -> None:
+    assert (PAD_ID, BOS_ID, EOS_ID, UNK_ID) == (0, 1, 2, 3)
+    assert SPECIAL_TOKENS == ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+@pytest.mark.parametrize("kind", ["bpe", "char"])
+def test_special_tokens_at_fixed_ids(kind: str, bpe: BPETokenizer) -> None:
+    tok: Tokenizer = bpe if kind == "bpe" else CharTokenizer.train("hello")
+    assert (tok.pad_id, tok.bos_id, tok.eos_id, tok.unk_id) == (0, 1, 2, 3)
+    assert [tok.id_to_token(i) for i in range(4)] == list(SPECIAL_TOKENS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *ENGLISH,
+        *CHINESE,
+        "I am a student",
+        "我是一个学生",
+        "Do you like tea?",
+        "我喜欢tea。",
+        "I like 茶 very much.",
+        "Tom说：你好！",
+    ],
+)
+def test_bpe_round_trip(bpe: BPETokenizer, text: str) -> None:
+    ids = bpe.encode(text)
+    assert UNK_ID not in ids
+    assert bpe.decode(ids) == text
+
+
+def test_bpe_chinese_one_token_per_character(bpe: BPETokenizer) -> None:
+    # The leading "▁" is the sentence-start marker; every character after it is its own token.
+    assert bpe.tokens("我是一个学生") == ["▁", *"我是一个学生"]
+    assert "▁" not in "".join(bpe.tokens("我喜欢茶")[1:])
+
+
+def test_bpe_punctuation_is_split_off_words(bpe: BPETokenizer) -> None:
+    tokens = bpe.tokens("Do you like tea?")
+    assert tokens[-1] == "?"
+    assert bpe.tokens("tea.")[0] == bpe.tokens("tea?")[0]
+
+
+def test_bpe_case_preserved(bpe: BPETokenizer) -> None:
+    assert bpe.decode(bpe.encode("Hello hello HELLO")) == "Hello hello HELLO"
+
+
+def test_bpe_whitespace_is_normalized(bpe: BPETokenizer) -> None:
+    assert bpe.decode(bpe.encode("  Do   you\tlike\ntea? ")) == "Do you like tea?"
+    assert bpe.encode("  Do you") == bpe.encode("Do you")
+
+
+def test_bpe_encode_adds_no_bos_eos_and_decode_skips_specials(bpe: BPETokenizer) -> None:
+    ids = bpe.encode("I am a student")
+    assert BOS_ID not in ids and EOS_ID not in ids
+    assert bpe.decode([BOS_ID, *ids, EOS_ID, PAD_ID, PAD_ID]) == "I am a student"
+
+
+def test_bpe_special_token_text_is_not_control(bpe: BPETokenizer) -> None:
+    assert EOS_ID not in bpe.encode("<eos>")
+
+
+def test_bpe_unknown_character_is_unk(bpe: BPETokenizer) -> None:
+    assert UNK_ID in bpe.encode("I like 🍵")
+
+
+def test_bpe_decode_accepts_tensor_and_rejects_bad_ids(bpe: BPETokenizer) -> None:
+    ids = bpe.encode("Hello, world!")
+    assert bpe.decode(torch.tensor(ids)) == "Hello, world!"
+    with pytest.raises(AiaynError, match="out of range"):
+        bpe.decode([bpe.vocab_size])
+    with pytest.raises(AiaynError, match="out of range"):
+        bpe.id_to_token(-1)
+
+
+def test_bpe_vocab_size_sane(bpe: BPETokenizer) -> None:
+    alphabet = set("".join(ENGLISH + CHINESE).replace(" ", ""))
+    assert len(SPECIAL_TOKENS) + len(alphabet) < bpe.vocab_size <= 300
+    assert bpe.id_to_token(bpe.vocab_size - 1)
+
+
+def test_bpe_encode_batch_matches_encode(bpe: BPETokenizer) -> None:
+    texts = ENGLISH + CHINESE
+    assert bpe.encode_batch(texts) == [bpe.encode(t) for t in texts]
+
+
+def test_bpe_train_rejects_tiny_vocab() -> None:
+    with pytest.raises(ConfigError):
+        BPETokenizer.train(["a b"], vocab_size=4)
+
+
+def test_bpe_save_load(bpe: BPETokenizer, tmp_path) -> None:
+    path = bpe.save(tmp_path, "src")
+    assert path == tmp_path / "src.json"
+    assert [p.name for p in tmp_path.iterdir()] == ["src.json"]  # one file, no temp left over
+    loaded = load_tokenizer(path)
+    assert isinstance(loaded, BPETokenizer)
+    texts = [*ENGLISH, *CHINESE, "I like 🍵", "<eos>"]
+    assert loaded.encode_batch(texts) == bpe.encode_batch(texts)
+    assert loaded.vocab_size == bpe.vocab_size
+    # The file is plain Hugging Face json.
+    assert HFTokenizer.from_file(str(path)).encode("Do you like tea?").ids == bpe.encode(
+        "Do you like tea?"
+    )
+
+
+def test_char_train_vocab_is_sorted_set() -> None:
+    tok = CharTokenizer.train("hello world\n")
+    assert tok.chars == sorted(set("hello world\n"))
+    assert tok.vocab_size == len(SPECIAL_TOKENS) + len(set("hello world\n"))
+    assert tok.encode("eh") == [4 + tok.chars.index("e"), 4 + tok.chars.index("h")]
+    assert CharTokenizer.train(["ab", "bc"]).chars == ["a", "b", "c"]
+
+
+def test_char_unknown_is_unk_and_decode_skips_specials() -> None:
+    tok = CharTokenizer.train("abc")
+    assert tok.encode("aXc\U0010ffff") == [4, UNK_ID, 6, UNK_ID]
+    assert tok.tokens("aX") == ["a", "<unk>"]
+    assert tok.decode([BOS_ID, 4, 5, EOS_ID, PAD_ID]) == "ab"
+    with pytest.raises(AiaynError, match="out of range"):
+        tok.decode([7])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(max_size=100))
+def test_char_round_trip_property(text: str) -> None:
+    tok = CharTokenizer.train(text)
+    ids = tok.encode(text)
+    assert len(ids) == len(text)
+    assert UNK_ID not in ids
+    assert tok.decode(ids) == text
+    assert tok.encode_array(text).tolist() == ids
+
+
+def test_char_save_load(tmp_path) -> None:
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    tok = CharTokenizer.train(text)
+    path = tok.save(tmp_path, "chars")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["chars"] == tok.chars
+    loaded = load_tokenizer(path)
+    assert isinstance(loaded, CharTokenizer)
+    assert loaded.encode(text + "§") == tok.encode(text + "§")
+
+
+def test_char_encode_speed() -> None:
+    # 5 MB of Shakespeare-like text (~100 distinct characters) must encode in well under 2 s.
+    rng = random.Random(0)
+    alphabet = [chr(c) for c in range(32, 127)] + ["\n", "é", "æ"]
+    text = "".join(rng.choices(alphabet, k=5_000_000))
+    tok = CharTokenizer.train(text)
+    start = time.perf_counter()
+    ids = tok.encode(text)
+    elapsed = time.perf_counter() - start
+    assert len(ids) == len(text)
+    assert elapsed < 2.0, f"encoding 5 MB took {elapsed:.2f} s"
+    assert isinstance(tok.encode_array(text), np.ndarray)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"model": {"type": "BPE", "vocab"', "not valid json"),
+        ("", "not valid json"),
+        ("[1, 2]", "not a tokenizer"),
+        ('{"kind": "something-else"}', "unknown kind"),
+        ('{"kind": "aiayn-char", "version": 1, "special_tokens": ["a"], "chars": []}', "special"),
+        (
+            '{"kind": "aiayn-char", "version": 1, "special_tokens": '
+            '["<pad>", "<bos>", "<eos>", "<unk>"], "chars": ["ab"]}',
+            "single characters",
+        ),
+        ('{"model": {"type": "BPE", "vocab": 5}}', "corrupt"),
+    ],
+)
+def test_load_corrupt_file_raises_checkpoint_error(tmp_path, content: str, match: str) -> None:
+    path = tmp_path / "tok.json"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(CheckpointError, match=match) as info:
+        load_tokenizer(path)
+    assert str(path) in str(info.value)
+
+
+def test_load_truncated_bpe_file(bpe: BPETokenizer, tmp_path) -> None:
+    path = bpe.save(tmp_path, "tok")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="tok.json"):
+        load_tokenizer(path)
+
+
+def test_load_foreign_bpe_without_aiayn_specials(tmp_path) -> None:
+    from tokenizers.models import BPE
+
+    path = tmp_path / "foreign.json"
+    HFTokenizer(BPE(vocab={"a": 0, "b": 1}, merges=[])).save(str(path))
+    with pytest.raises(CheckpointError, match="foreign.json.*special token"):
+        load_tokenizer(path)
+
+
+def test_load_missing_file(tmp_path) -> None:
+    with pytest.raises(CheckpointError, match="not found") as info:
+        load_tokenizer(tmp_path / "nope.json")
+    assert "nope.json" in str(info.value)
+    with pytest.raises(CheckpointError, match="directory"):
+        load_tokenizer(tmp_path)
