@@ -73,6 +73,8 @@ def scaled_dot_product_attention(
         ``(output (B, H, T, Dv), weights (B, H, T, S) or None)``.
     """
     T, S = q.shape[-2], k.shape[-2]
+    if is_causal and T == 1:
+        is_causal = False  # one query, aligned bottom-right, sees every key (a cached decoding step)
     if is_causal and (attn_mask is not None or T != S or need_weights):
         # SDPA's own is_causal aligns top-left when T != S; build the bottom-right mask explicitly.
         attn_mask = combine_masks(attn_mask, make_causal_mask(T, S, device=q.device))
@@ -272,13 +274,35 @@ class MultiHeadAttention(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
 
-    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``."""
+    def _qkv_weights(self) -> tuple[Tensor, Tensor | None]:
+        """``[W_q; W_k; W_v]`` (3D, D) and the biases, concatenated.
+
+        Without autograd (inference, cached decoding) the concatenation is kept and reused until a
+        weight changes: re-concatenating on every decoding step would copy 3·D² values per layer per
+        token, about a sixth of a small GPT's per-token time.
+        """
+        if torch.is_grad_enabled():
+            return self._cat_qkv()
+        projs = (self.q_proj, self.k_proj, self.v_proj)
+        params = [p.weight for p in projs] + [p.bias for p in projs if p.bias is not None]
+        # In-place updates (optimizer steps, load_state_dict) bump _version; .to() changes data_ptr.
+        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
+        cached = self.__dict__.get("_qkv_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, *self._cat_qkv())
+            self.__dict__["_qkv_cache"] = cached
+        return cached[1], cached[2]
+
+    def _cat_qkv(self) -> tuple[Tensor, Tensor | None]:
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
         bias = None
         if self.q_proj.bias is not None:
             bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        q, k, v = F.linear(x, weight, bias).chunk(3, dim=-1)  # 3 x (B, T, D)
+        return weight, bias
+
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``."""
+        q, k, v = F.linear(x, *self._qkv_weights()).chunk(3, dim=-1)  # 3 x (B, T, D)
         return q, k, v
 
     def _project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:

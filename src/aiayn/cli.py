@@ -32,6 +32,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .models import registry
 
     kind = args.kind
+    registry.model_class(kind)  # registers the kind's presets
     config = cfg.apply_overrides(cfg.get_preset(kind, args.preset), args.set)
     with torch.device("meta"):  # count parameters without allocating them
         model = registry.build(kind, config)
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .apps import commands  # each application adds its own sub-commands
 
-    for register in commands.REGISTRARS:
+    for register in commands.registrars():
         register(sub)
     return parser
 

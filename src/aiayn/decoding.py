@@ -7,6 +7,8 @@ Shapes: B batch (sentences), K beams, S source length, V vocabulary.
   ``lp(Y) = ((5 + |Y|) / 6) ** alpha``; a hypothesis ends at ``<eos>``; a sentence stops when no living
   hypothesis can still beat its K finished ones (an exact bound, not a heuristic).
 * Logit filters for sampling: temperature, top-k, top-p (nucleus).
+* :func:`generate` / :func:`stream_generate` — decoder-only (GPT) generation: greedy or sampled,
+  batched prompts of different lengths (left-padded), KV cache, stop on ``<eos>`` or a caller's test.
 
 Both searches decode one token at a time with the decoder's KV cache; the encoder runs once, and the
 cross-attention keys/values are computed once per source. Sentences leave the batch as soon as they are
@@ -16,11 +18,13 @@ length + 50, as in the paper (section 6.1).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .models.gpt import GPT, positions_from_mask
 from .models.seq2seq import Transformer
 
 #: Paper section 6.1: "maximum output length to input length + 50".
@@ -286,3 +290,228 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     drop_sorted = before >= p
     drop = drop_sorted.scatter(-1, sorted_idx, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+# ---- Decoder-only generation (GPT) -------------------------------------------------------------------
+
+#: ``stop(prompt_index, new_tokens)`` -> True when that prompt's continuation is complete (e.g. it now
+#: ends with a stop string). ``new_tokens`` holds the tokens generated so far, the latest included.
+StopFn = Callable[[int, list[int]], bool]
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Choose one next token per row from ``(N, V)`` logits.
+
+    ``temperature == 0`` is greedy (argmax). Otherwise temperature, then top-k, then top-p (the order
+    Hugging Face applies them), then one draw from the softmax with ``generator``.
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = apply_temperature(logits.float(), temperature)
+    if top_k > 0:
+        logits = top_k_filter(logits, top_k)
+    if top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)  # (N, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+
+
+def _check_generation_args(
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    vocab_size: int,
+) -> None:
+    if not prompts:
+        raise ValueError("no prompts given")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(
+                f"prompt {i} is empty: a decoder-only model needs a token to start from"
+            )
+        if min(p) < 0 or max(p) >= vocab_size:
+            raise ValueError(f"prompt {i} has a token id outside 0..{vocab_size - 1}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+@torch.inference_mode()
+def stream_generate(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+    stop: StopFn | None = None,
+    use_cache: bool = True,
+    pad_id: int = 0,
+) -> Iterator[list[int | None]]:
+    """Continue each prompt, yielding one token per prompt per step as soon as it is chosen.
+
+    Prompts of different lengths are padded on the left, so every row's next token is in the same
+    column; the padding is masked out and positions count from each row's first real token, so a row
+    gets the same tokens as its prompt would alone. A prompt leaves the batch when it finishes
+    (``<eos>``, or ``stop`` says so), and the others stop paying for it.
+
+    Contexts longer than the model's ``max_len`` positions slide: when the next token would not fit,
+    the window restarts on the last ``max_len // 2`` tokens (the cache is rebuilt from them), so long
+    generations cost a re-read every ``max_len // 2`` tokens instead of a full recomputation per token.
+    A prompt longer than ``max_len`` keeps its last ``max_len`` tokens. The uncached path uses the same
+    windows, so both paths give the same tokens.
+
+    Args:
+        model: a :class:`~aiayn.models.gpt.GPT` (put in eval mode by the caller).
+        prompts: token ids of each prompt (at least one token each).
+        max_new_tokens: tokens to generate per prompt at most.
+        temperature: 0 = greedy (argmax); otherwise the softmax temperature of sampling.
+        top_k: sample among the k most probable tokens (0 = no limit).
+        top_p: sample from the smallest set of tokens whose probability reaches p (1.0 = no limit).
+        generator: the random generator of sampling (seed it for repeatable samples).
+        eos_id: a prompt finishes when it produces this token (not yielded; None = never).
+        stop: called after each new token; True finishes that prompt (the token is kept).
+        use_cache: decode with the KV cache (False recomputes the window every step; for tests).
+        pad_id: the id written into padding (any valid id; it is masked out).
+
+    Yields:
+        Per step, a list with one entry per prompt: its new token, or None when it has finished.
+    """
+    c = model.config
+    _check_generation_args(prompts, max_new_tokens, temperature, top_k, top_p, c.vocab_size)
+    device = next(model.parameters()).device
+    B = len(prompts)
+    lengths = [len(p) for p in prompts]
+    P = max(lengths)
+    total = P + max_new_tokens
+    # One buffer for prompt + continuation: each step writes its column, no concatenation.
+    ids = torch.full((B, total), pad_id, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, P - len(p) : P] = torch.as_tensor(p, dtype=torch.long)
+    ids = ids.to(device)
+    # Each row's window starts at its first real token (left padding before it is masked out), or,
+    # for a prompt longer than the context, at its last max_len tokens.
+    starts = [max(P - n_b, P - c.max_len) for n_b in lengths]
+    rows = list(range(B))  # the prompt each live row belongs to
+    outputs: list[list[int]] = [[] for _ in range(B)]
+    n = P  # columns filled so far
+    w = 0  # first column fed to the model (the cache holds columns w .. n - 1)
+    keep = max(1, c.max_len // 2)
+    key_mask: Tensor | None = None  # (N, total) True inside each row's window; None: all equal
+    cache = None
+    next_pos: Tensor | None = None  # (N, 1) position of each row's next token (cached path)
+    refill = True  # (re)build the window: at the start and whenever a row's window slides
+
+    for _ in range(max_new_tokens):
+        if n - min(starts) > c.max_len:
+            # A row's window is full: it restarts on its last `keep` tokens. Positions are relative
+            # to the window, so every cached key/value is recomputed.
+            starts = [n - keep if n - s > c.max_len else s for s in starts]
+            refill = True
+        if refill:
+            w = min(starts)
+            key_mask = None
+            if any(s != w for s in starts):
+                key_mask = (
+                    torch.arange(total, device=device)[None, :]
+                    >= torch.tensor(starts, device=device)[:, None]
+                )
+        mask = None if key_mask is None else key_mask[:, w:n]  # (N, S)
+        if use_cache and not refill:
+            # One new token per row; its position follows the row's last one.
+            logits = model(ids[:, n - 1 : n], key_mask=mask, positions=next_pos, cache=cache)
+            next_pos += 1
+        else:
+            positions = (
+                torch.arange(n - w, device=device) if mask is None else positions_from_mask(mask)
+            )  # (S,) or (N, S)
+            cache = model.new_cache() if use_cache else None
+            logits = model(
+                ids[:, w:n], key_mask=mask, positions=positions, cache=cache, last_only=True
+            )
+            if use_cache:
+                next_pos = (positions[..., -1:] + 1).expand(len(rows), 1).clone()  # (N, 1)
+            refill = False
+        token = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (N,)
+        ids[:, n] = token
+        n += 1
+
+        step: list[int | None] = [None] * B
+        finished: list[int] = []
+        for row, (b, t) in enumerate(zip(rows, token.tolist())):
+            if t == eos_id:
+                finished.append(row)
+                continue
+            outputs[b].append(t)
+            step[b] = t
+            if stop is not None and stop(b, outputs[b]):
+                finished.append(row)
+        yield step
+        if finished:
+            done = set(finished)
+            live = [r for r in range(len(rows)) if r not in done]
+            if not live:
+                return
+            index = torch.tensor(live, device=device)
+            rows = [rows[r] for r in live]
+            starts = [starts[r] for r in live]
+            ids = ids.index_select(0, index)
+            if key_mask is not None:
+                key_mask = key_mask.index_select(0, index)
+            if next_pos is not None:
+                next_pos = next_pos.index_select(0, index)
+            if cache is not None:
+                for layer_cache in cache:
+                    layer_cache.reorder(index)
+
+
+def generate(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+    stop: StopFn | None = None,
+    use_cache: bool = True,
+    pad_id: int = 0,
+) -> list[list[int]]:
+    """Continue each prompt; returns the new tokens of each (without ``<eos>``).
+
+    Same arguments as :func:`stream_generate`, which this collects.
+    """
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for step in stream_generate(
+        model,
+        prompts,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+        eos_id=eos_id,
+        stop=stop,
+        use_cache=use_cache,
+        pad_id=pad_id,
+    ):
+        for b, t in enumerate(step):
+            if t is not None:
+                outputs[b].append(t)
+    return outputs

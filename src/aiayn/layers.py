@@ -73,12 +73,15 @@ class EncoderLayer(nn.Module):
         d_model: D.
         num_heads: H.
         d_ff: F.
-        dropout: residual, FFN and attention-weight dropout (one rate, as in the paper).
+        dropout: residual and FFN dropout.
         activation: FFN activation.
         norm_first: pre-norm when True, post-norm (the paper) when False.
         bias: biases in attention and FFN.
         layer_norm_eps: LayerNorm epsilon (1e-5 like torch; BERT uses 1e-12).
         attention: ``dot`` or ``additive`` scoring.
+        attention_dropout: dropout on the attention weights; None = ``dropout`` (as torch.nn does).
+            The paper drops only sublayer outputs and embeddings; on a CPU, weight dropout also
+            forces attention off the fused kernel.
     """
 
     def __init__(
@@ -92,10 +95,12 @@ class EncoderLayer(nn.Module):
         bias: bool = True,
         layer_norm_eps: float = 1e-5,
         attention: str = "dot",
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, attention)
+        attn_p = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
         self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
@@ -146,15 +151,17 @@ class DecoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         attention: str = "dot",
         cross_attention: bool = True,
+        attention_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, attention)
+        attn_p = dropout if attention_dropout is None else attention_dropout
+        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.dropout1 = nn.Dropout(dropout)
         self.cross_attn: MultiHeadAttention | None = None
         if cross_attention:
-            self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout, bias, attention)
+            self.cross_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
             self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
             self.dropout2 = nn.Dropout(dropout)
         self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)

@@ -1,13 +1,14 @@
-"""The list of sub-command registrars, and the helpers every command shares.
+"""Where sub-commands come from, and the helpers every command shares.
 
-Each application module (translation, language modelling, ...) exposes ``register(subparsers)`` that adds
-its commands; the command line calls every function in :data:`REGISTRARS`.
+Each application module in :data:`APP_MODULES` (translation, language modelling, ...) exposes
+``register(subparsers)``, which adds its commands to the parser.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -59,4 +60,18 @@ def positive_float(text: str) -> float:
     return value
 
 
-REGISTRARS: list[Registrar] = []
+#: aiayn.apps.<name> modules that add sub-commands, in the order --help lists them.
+APP_MODULES = ("translate", "lm", "mlm", "vision", "viz", "serve", "experiments", "bench")
+
+
+def registrars() -> Iterator[Registrar]:
+    """Every application's ``register`` function (modules not written yet are skipped)."""
+    for name in APP_MODULES:
+        module_name = f"aiayn.apps.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == module_name:
+                continue
+            raise
+        yield module.register

@@ -38,7 +38,8 @@ class TransformerConfig:
         d_ff: inner width of the feed-forward sublayer.
         num_encoder_layers: N on the encoder side.
         num_decoder_layers: N on the decoder side.
-        dropout: P_drop, on embeddings+positions, residuals, FFN and attention weights.
+        dropout: P_drop, on embeddings+positions, sublayer outputs and inside the FFN.
+        attention_dropout: dropout on attention weights (not in the paper; torch.nn uses P_drop).
         activation: FFN activation (``relu`` in the paper).
         norm_first: pre-norm instead of the paper's post-norm.
         bias: biases in the linear maps and LayerNorms.
@@ -62,6 +63,7 @@ class TransformerConfig:
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
     dropout: float = 0.1
+    attention_dropout: float = 0.0
     activation: str = "relu"
     norm_first: bool = False
     bias: bool = True
@@ -84,6 +86,7 @@ class TransformerConfig:
         check(self.d_ff > 0, "d_ff must be > 0")
         check(self.num_encoder_layers >= 0 and self.num_decoder_layers > 0, "bad layer counts")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
         check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.positional in POSITIONAL_KINDS, f"positional must be one of {POSITIONAL_KINDS}")
         check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
@@ -111,6 +114,11 @@ PRESETS: dict[str, TransformerConfig] = {
     ),
     "tiny": TransformerConfig(
         d_model=128, num_heads=4, d_ff=512, num_encoder_layers=2, num_decoder_layers=2
+    ),
+    # The built-in zh-en demo: the phrasebook's grammar is learned in a few hundred steps by a small
+    # model without dropout (it never sees a sentence twice in that time, so it cannot overfit).
+    "demo": TransformerConfig(
+        d_model=128, num_heads=4, d_ff=512, num_encoder_layers=2, num_decoder_layers=2, dropout=0.0
     ),
     "micro": TransformerConfig(
         d_model=64, num_heads=2, d_ff=128, num_encoder_layers=1, num_decoder_layers=1, dropout=0.0
@@ -161,6 +169,7 @@ class Transformer(nn.Module):
             bias=c.bias,
             layer_norm_eps=c.layer_norm_eps,
             attention=c.attention,
+            attention_dropout=c.attention_dropout,
         )
         self.encoder = Encoder(
             (EncoderLayer(**layer_args) for _ in range(c.num_encoder_layers)),

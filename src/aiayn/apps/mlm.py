@@ -1,0 +1,582 @@
+"""BERT as a text model: masked-LM training (``aiayn train mlm``) and sentence embeddings (``aiayn embed``).
+
+Masked-LM pre-training (Devlin et al., 2019, section 3.1): hide 15% of the tokens and train the encoder to
+recover them from both sides of context. Of the chosen positions, 80% become ``[MASK]``, 10% a random
+token and 10% stay as they are, so the model cannot rely on ``[MASK]`` being present (it never is when
+the model is used) and must keep a good representation of every token. Only chosen positions are scored.
+
+Text is packed the way RoBERTa's "full sentences" are: every line is tokenized, the tokens are
+concatenated, cut into blocks of ``seq_len - 2`` and framed as ``[CLS] block [SEP]``. There is no
+next-sentence objective (RoBERTa showed it does not help), so every token is in segment 0.
+
+Sentence embeddings are sentence-transformers' recipe: mean of the last layer's vectors over the real
+tokens, then L2-normalised, so a dot product is a cosine similarity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import AiaynError
+from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .train_group import train_subparsers
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+#: Ignored label of unscored positions (torch's cross-entropy default).
+IGNORE = -100
+
+
+# ---- schedules -----------------------------------------------------------------------------------
+class WarmupCosineBudget:
+    """Learning rate for the trainer: linear warm-up, then cosine decay over a step *or time* budget.
+
+    With only ``max_steps``, this is :func:`aiayn.training.schedules.warmup_cosine`. With a time budget
+    the number of steps is unknown in advance, so the decay follows whichever budget is further used
+    up: ``progress = max(step / max_steps, elapsed / max_seconds)``. The rate then reaches its floor
+    when the time runs out instead of being cut off half-way down the cosine.
+
+    Args:
+        peak: the rate after warm-up.
+        warmup: warm-up steps.
+        max_steps: step budget (None = time only).
+        max_seconds: time budget of this invocation (None = steps only); the clock starts at the
+            first call.
+        min_ratio: floor as a fraction of ``peak``.
+    """
+
+    def __init__(
+        self,
+        peak: float,
+        warmup: int,
+        max_steps: int | None,
+        max_seconds: float | None = None,
+        min_ratio: float = 0.1,
+    ) -> None:
+        if max_steps is None and max_seconds is None:
+            raise ValueError("WarmupCosineBudget needs max_steps or max_seconds")
+        self.peak, self.warmup, self.min_ratio = peak, warmup, min_ratio
+        self.max_steps, self.max_seconds = max_steps, max_seconds
+        self._start: float | None = None
+
+    def __call__(self, step: int) -> float:
+        from ..training.schedules import warmup_cosine
+
+        if self.max_seconds is None:
+            return warmup_cosine(step, self.peak, self.warmup, self.max_steps, self.min_ratio)
+        if self._start is None:
+            self._start = time.monotonic()
+        if step <= self.warmup:
+            return warmup_cosine(step, self.peak, self.warmup, self.warmup + 1, self.min_ratio)
+        progress = (time.monotonic() - self._start) / self.max_seconds
+        if self.max_steps is not None:
+            progress = max(progress, (step - self.warmup) / max(self.max_steps - self.warmup, 1))
+        # warmup_cosine on a fine virtual step grid: same curve, driven by the fraction used up.
+        grid = 1_000_000
+        virtual = self.warmup + min(progress, 1.0) * grid
+        return warmup_cosine(virtual, self.peak, self.warmup, self.warmup + grid, self.min_ratio)
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
+    """AdamW with decay on matrices only (biases and LayerNorm gains are not decayed, as in BERT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    assert len(decay) + len(no_decay) == len(params)  # every parameter in exactly one group
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        betas=(0.9, 0.999),
+        eps=eps,
+    )
+
+
+# ---- sentence embeddings ---------------------------------------------------------------------------
+class SentenceEncoder:
+    """Text -> sentence vectors with a BERT encoder: mean pooling, then L2 normalisation.
+
+    Args:
+        model: the encoder (a ``BertModel``; a ``BertForMaskedLM`` is unwrapped to ``.bert``).
+        tokenizer: its WordPiece tokenizer (with the model's ``max_length``).
+        pooling: ``mean`` (sentence-transformers' default) or ``cls`` (the ``[CLS]`` vector).
+        normalize: L2-normalise each vector.
+    """
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, pooling: str = "mean", normalize: bool = True
+    ) -> None:
+        from ..models.bert import BertForMaskedLM
+
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
+        self.model = model.bert if isinstance(model, BertForMaskedLM) else model
+        self.model.eval()
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+
+    @classmethod
+    def load(cls, spec: str, device: torch.device | str = "cpu") -> SentenceEncoder:
+        """``builtin:minilm``, an aiayn BERT model directory, or a Hugging Face BERT folder.
+
+        Raises:
+            AiaynError: unknown builtin name, missing package, or an unusable directory.
+        """
+        from ..interop.bert import load_hf_dir, load_minilm
+
+        if spec.startswith("builtin:"):
+            name = spec.split(":", 1)[1]
+            if name != "minilm":
+                raise AiaynError(f"{spec}: unknown built-in text model (known: builtin:minilm)")
+            pre = load_minilm(device)
+            return cls(pre.encoder, pre.tokenizer, pre.pooling, normalize=True)
+        directory = Path(spec)
+        config_file = directory / "config.json"
+        if config_file.is_file() and _is_hf_config(config_file):
+            pre = load_hf_dir(directory, device)
+            return cls(pre.encoder, pre.tokenizer, pre.pooling, normalize=True)
+        from ..data.wordpiece import WordPieceTokenizer
+        from ..modeldir import load_model_dir
+
+        loaded = load_model_dir(directory, device, expect="bert")
+        tokenizer = WordPieceTokenizer.from_file(
+            loaded.tokenizer_path("text"), max_length=loaded.config.max_len
+        )
+        return cls(loaded.model, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def embed_ids(self, ids: Sequence[Sequence[int]]) -> Tensor:
+        """Vectors ``(B, D)`` of tokenised sentences (one padded batch)."""
+        from ..models.bert import mean_pool
+
+        input_ids, key_mask = self.tokenizer.pad(ids)
+        input_ids, key_mask = input_ids.to(self.device), key_mask.to(self.device)
+        hidden = self.model(input_ids, key_mask)  # (B, T, D)
+        vectors = mean_pool(hidden, key_mask) if self.pooling == "mean" else hidden[:, 0]
+        return F.normalize(vectors, p=2, dim=-1) if self.normalize else vectors
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> Tensor:
+        """Sentence vectors ``(N, D)`` (float32, on the model's device), in the order of ``texts``.
+
+        Sentences are batched by length (longest first, as sentence-transformers does), so a batch
+        carries little padding; padding never changes a vector.
+        """
+        texts = list(texts)
+        if not texts:
+            return torch.empty(0, self.model.config.d_model, device=self.device)
+        ids = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = torch.empty(len(ids), self.model.config.d_model, device=self.device)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            out[chunk] = self.embed_ids([ids[i] for i in chunk])
+        return out
+
+
+def _is_hf_config(path: Path) -> bool:
+    """A Hugging Face ``config.json`` (``model_type``) rather than an aiayn one (``format: aiayn``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("format") != "aiayn" and "model_type" in data
+
+
+# ---- masked-LM data ---------------------------------------------------------------------------------
+def pack_blocks(ids: Sequence[Sequence[int]], seq_len: int, cls_id: int, sep_id: int) -> Tensor:
+    """Concatenate token lists and cut them into ``[CLS] block [SEP]`` rows of ``seq_len`` tokens.
+
+    Returns:
+        ``(N, seq_len)`` long; the last, shorter block is right-padded with ``-1`` (callers turn it
+        into ``[PAD]`` and a key mask). Empty when there are no tokens.
+    """
+    if seq_len < 3:
+        raise ValueError(f"seq_len must be >= 3, got {seq_len}")
+    stream = torch.tensor([i for seq in ids for i in seq], dtype=torch.long)
+    body = seq_len - 2
+    n = math.ceil(len(stream) / body)
+    blocks = torch.full((n, seq_len), -1, dtype=torch.long)
+    for b in range(n):
+        piece = stream[b * body : (b + 1) * body]
+        blocks[b, 0] = cls_id
+        blocks[b, 1 : 1 + len(piece)] = piece
+        blocks[b, 1 + len(piece)] = sep_id
+    return blocks
+
+
+@dataclass(frozen=True)
+class MaskedBatch:
+    """One masked-LM batch.
+
+    Attributes:
+        input_ids: ``(B, T)`` ids with the chosen positions replaced (80/10/10).
+        key_mask: ``(B, T)`` True at real tokens.
+        selected: ``(B, T)`` True at the positions to predict.
+        targets: ``(N,)`` the original ids at the selected positions (row-major order).
+    """
+
+    input_ids: Tensor
+    key_mask: Tensor
+    selected: Tensor
+    targets: Tensor
+
+    def to(self, device: torch.device | str) -> MaskedBatch:
+        return MaskedBatch(
+            *(t.to(device) for t in (self.input_ids, self.key_mask, self.selected, self.targets))
+        )
+
+
+def mask_tokens(
+    blocks: Tensor,
+    pad_id: int,
+    mask_id: int,
+    special_ids: Tensor,
+    random_pool: Tensor,
+    generator: torch.Generator,
+    mask_prob: float = 0.15,
+) -> MaskedBatch:
+    """BERT's masking recipe on packed blocks (``-1`` = padding, as :func:`pack_blocks` leaves it).
+
+    Each ordinary (non-special) token is chosen with probability ``mask_prob``; a chosen token becomes
+    ``[MASK]`` (80%), a token drawn from ``random_pool`` (10%) or stays itself (10%). A batch with no
+    chosen token gets one, so every batch has a loss.
+
+    Args:
+        blocks: ``(B, T)`` ids, ``-1`` at padding.
+        pad_id: id written at padding.
+        mask_id: the ``[MASK]`` id.
+        special_ids: ``(K,)`` ids never chosen (``[CLS]``, ``[SEP]``, ...).
+        random_pool: ``(M,)`` ids to draw random replacements from (the ordinary vocabulary).
+        generator: the random source (seeded by the caller for reproducible masks).
+        mask_prob: share of ordinary tokens chosen.
+    """
+    key_mask = blocks >= 0  # (B, T)
+    input_ids = blocks.clamp(min=0).masked_fill(~key_mask, pad_id)
+    ordinary = key_mask & ~torch.isin(input_ids, special_ids)
+    draw = torch.rand(blocks.shape, generator=generator)
+    selected = ordinary & (draw < mask_prob)
+    if not selected.any():
+        scores = torch.rand(blocks.shape, generator=generator).masked_fill(~ordinary, -1.0)
+        if bool(ordinary.any()):
+            selected.view(-1)[scores.view(-1).argmax()] = True
+    targets = input_ids[selected]  # (N,)
+    # One draw decides the fate of each chosen token: [0, .8) mask, [.8, .9) random, [.9, 1) keep.
+    fate = torch.rand(blocks.shape, generator=generator)
+    random_ids = random_pool[torch.randint(len(random_pool), blocks.shape, generator=generator)]
+    corrupted = input_ids.clone()
+    corrupted[selected & (fate < 0.8)] = mask_id
+    swap = selected & (fate >= 0.8) & (fate < 0.9)
+    corrupted[swap] = random_ids[swap]
+    return MaskedBatch(corrupted, key_mask, selected, targets)
+
+
+class MaskedLMTask:
+    """The :class:`~aiayn.training.trainer.Task` of masked-LM training.
+
+    Args:
+        model: the ``BertForMaskedLM``.
+        tokenizer: its WordPiece tokenizer.
+        train_blocks: ``(N, T)`` packed training blocks (see :func:`pack_blocks`).
+        valid_blocks: ``(M, T)`` packed validation blocks.
+        batch_size: blocks per batch.
+        seed: masks and order depend only on ``(seed, epoch)``, so a resumed run sees the same batches.
+        device: where batches go.
+    """
+
+    best_metric = "val_loss"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        train_blocks: Tensor,
+        valid_blocks: Tensor,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.train_blocks, self.valid_blocks = train_blocks, valid_blocks
+        self.batch_size, self.seed, self.device = batch_size, seed, device
+        self.special = torch.tensor(sorted(tokenizer.special_ids), dtype=torch.long)
+        ordinary = torch.ones(model.config.vocab_size, dtype=torch.bool)
+        ordinary[self.special] = False
+        self.random_pool = ordinary.nonzero().squeeze(1)  # random replacements: ordinary tokens
+
+    def _mask(self, blocks: Tensor, generator: torch.Generator) -> MaskedBatch:
+        tok = self.tokenizer
+        return mask_tokens(
+            blocks, tok.pad_id, tok.mask_id, self.special, self.random_pool, generator
+        )
+
+    def batches(self, epoch: int) -> Iterator[MaskedBatch]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_blocks), generator=gen)
+        for start in range(0, len(order), self.batch_size):
+            blocks = self.train_blocks[order[start : start + self.batch_size]]
+            yield self._mask(blocks, gen).to(self.device)
+
+    def loss(self, model: nn.Module, batch: MaskedBatch, step: int) -> tuple[Tensor, int]:
+        logits = model(batch.input_ids, batch.key_mask, positions=batch.selected)  # (N, V)
+        loss = F.cross_entropy(logits.float(), batch.targets, reduction="sum")
+        return loss, int(batch.targets.numel())
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        # Fixed masks: the same positions are hidden at every evaluation, so losses compare.
+        gen = torch.Generator().manual_seed(12345)
+        total, correct, count = 0.0, 0, 0
+        for start in range(0, len(self.valid_blocks), self.batch_size):
+            batch = self._mask(self.valid_blocks[start : start + self.batch_size], gen)
+            batch = batch.to(self.device)
+            logits = model(batch.input_ids, batch.key_mask, positions=batch.selected)
+            total += float(F.cross_entropy(logits.float(), batch.targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == batch.targets).sum())
+            count += int(batch.targets.numel())
+        return {"val_loss": total / max(count, 1), "val_accuracy": correct / max(count, 1)}
+
+    def write_model_files(self, directory: Path) -> None:
+        from ..modeldir import write_model_info
+
+        write_model_info(
+            directory,
+            "bert",
+            self.model.config,
+            task="mlm",
+            tokenizers={"text": TOKENIZER_FILE},
+            special_ids={
+                "pad": self.tokenizer.pad_id,
+                "unk": self.tokenizer.unk_id,
+                "cls": self.tokenizer.cls_id,
+                "sep": self.tokenizer.sep_id,
+                "mask": self.tokenizer.mask_id,
+            },
+        )
+        self.tokenizer.save(directory, TOKENIZER_FILE.removesuffix(".json"))
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in (raw.strip() for raw in text.splitlines()) if line]
+
+
+def train_mlm(
+    text_path: str | Path,
+    out_dir: str | Path,
+    valid_path: str | Path | None = None,
+    preset: str = "tiny",
+    overrides: list[str] | None = None,
+    vocab_size: int = 8000,
+    seq_len: int = 128,
+    batch_size: int = 32,
+    lr: float | None = None,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    eval_every: int | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a BERT with the masked-LM objective on a text file or folder.
+
+    Args mirror ``aiayn train mlm``. Without ``valid_path`` the last 5% of the packed blocks (at least
+    one, at most 500) are held out.
+
+    Returns:
+        ``{"steps", "train_seconds", "best_val_loss", "parameters"}``.
+
+    Raises:
+        AiaynError: unreadable text, too little text, bad settings.
+    """
+    from .. import config as cfg
+    from ..data.corpus import read_text
+    from ..data.wordpiece import WordPieceTokenizer
+    from ..modeldir import load_model_dir
+    from ..models.bert import BertForMaskedLM
+    from ..training.trainer import TrainConfig, Trainer, seed_everything
+
+    out_dir, device = Path(out_dir), torch.device(device)
+    seed_everything(seed)
+    if max_steps is None and max_minutes is None:
+        max_steps = 2000
+    lines = _lines(read_text(text_path))
+    valid_lines = _lines(read_text(valid_path)) if valid_path is not None else None
+
+    resuming = resume and (out_dir / "last").exists()
+    if resume and not resuming:
+        log.info("no saved state in %s: starting fresh", out_dir)
+    if resuming:
+        saved = load_model_dir(out_dir / "last", device, expect="bert")
+        config = saved.config
+        tokenizer = WordPieceTokenizer.from_file(saved.tokenizer_path("text"), config.max_len)
+    else:
+        tokenizer = WordPieceTokenizer.train(lines, vocab_size)
+        config = cfg.apply_overrides(cfg.get_preset("bert", preset), overrides)
+        config = replace(config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+    seq_len = min(seq_len, config.max_len)
+    model = BertForMaskedLM(config).to(device)
+
+    def blocks_of(texts: list[str]) -> Tensor:
+        ids = tokenizer.encode_batch(texts, add_special_tokens=False)
+        return pack_blocks(ids, seq_len, tokenizer.cls_id, tokenizer.sep_id)
+
+    blocks = blocks_of(lines)
+    if valid_lines is not None:
+        train_blocks, valid_blocks = blocks, blocks_of(valid_lines)
+    else:
+        n_valid = max(1, min(500, len(blocks) // 20))
+        train_blocks, valid_blocks = blocks[:-n_valid], blocks[-n_valid:]
+    if len(train_blocks) == 0 or len(valid_blocks) == 0:
+        raise AiaynError(
+            f"{text_path}: too little text: {len(blocks)} block(s) of {seq_len} tokens; need at "
+            "least 2 (one to train on, one to validate); add text or lower --seq-len"
+        )
+    batch_size = min(batch_size, len(train_blocks))
+    steps_per_epoch = math.ceil(len(train_blocks) / batch_size)
+    peak = (
+        lr
+        if lr is not None
+        else (1e-3 if config.d_model <= 128 else 5e-4 if config.d_model <= 256 else 1e-4)
+    )
+    warmup = max(10, min(1000, (max_steps or 2000) // 16))
+    total_steps = max_steps if max_steps is not None else 10**9
+    schedule = WarmupCosineBudget(
+        peak, warmup, max_steps, None if max_minutes is None else 60 * max_minutes
+    )
+    optimizer = adamw(model, peak, weight_decay=0.01, eps=1e-6)
+    task = MaskedLMTask(model, tokenizer, train_blocks, valid_blocks, batch_size, seed, device)
+    if eval_every is None:
+        eval_every = max(20, min(500, (max_steps or 5000) // 10, 5 * steps_per_epoch))
+    log.info(
+        "BERT: %s parameters (d_model=%d, %d layers); %d training blocks of %d tokens, vocab %d",
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        config.d_model,
+        config.num_layers,
+        len(train_blocks),
+        seq_len,
+        tokenizer.vocab_size,
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        schedule,
+        task,
+        out_dir,
+        TrainConfig(
+            max_steps=total_steps,
+            max_minutes=max_minutes,
+            eval_every=eval_every,
+            log_every=max(1, min(50, eval_every // 4)),
+            seed=seed,
+            progress=progress,
+        ),
+    )
+    if resuming:
+        trainer.try_resume()
+        log.info("resumed at step %d", trainer.step)
+    start = time.monotonic()
+    trainer.train()
+    return {
+        "steps": trainer.step,
+        "train_seconds": round(time.monotonic() - start, 2),
+        "best_val_loss": trainer.best,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+# ---- command line ------------------------------------------------------------------------------------
+def _read_inputs(texts: list[str]) -> list[str]:
+    if texts:
+        return texts
+    try:
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    except UnicodeDecodeError as e:
+        raise AiaynError(f"<stdin>: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    summary = train_mlm(
+        args.text,
+        args.out,
+        valid_path=args.valid,
+        preset=args.preset,
+        overrides=args.set,
+        vocab_size=args.vocab_size,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        resume=args.resume,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    encoder = SentenceEncoder.load(args.model, resolve_device(args.device))
+    texts = _read_inputs(args.text)
+    vectors = encoder.encode(texts, batch_size=args.batch_size).cpu()
+    out = sys.stdout
+    for text, vector in zip(texts, vectors.tolist()):
+        out.write(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False) + "\n")
+    out.flush()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``aiayn train mlm`` and ``aiayn embed``."""
+    train = train_subparsers(sub)
+    p = train.add_parser("mlm", help="train a BERT with the masked-LM objective")
+    p.add_argument("--text", required=True, help="UTF-8 text file or folder of *.txt files")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--valid", help="validation text (default: the last 5%% of --text)")
+    p.add_argument(
+        "--preset", default="tiny", help="BERT preset (micro, tiny, small, minilm, base)"
+    )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
+    p.add_argument("--vocab-size", type=positive_int, default=8000, help="WordPiece vocabulary")
+    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per block")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="blocks per batch")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
+    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
+    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="sentence embeddings (JSON lines on stdout)")
+    p.add_argument(
+        "--model", required=True, help="BERT model directory, or builtin:minilm (all-MiniLM-L6-v2)"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch")
+    p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
+    add_device(p)
+    p.set_defaults(func=_cmd_embed)

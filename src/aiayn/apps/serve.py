@@ -1,0 +1,545 @@
+"""``aiayn serve``: a local web page to try a model and explore its attention.
+
+One self-contained HTML page (``aiayn/serve_page.html``: inline CSS and JS, nothing from a CDN) and a
+small JSON API on the standard library's :class:`~http.server.ThreadingHTTPServer`:
+
+``GET /``                 the page
+``GET /api/info``         the model: kind, layers, heads, the endpoint to call, the input limits
+``POST /api/translate``   ``{"text": ...}`` -> the translation, the tokens, and every attention map
+                          (translation models; ``POST /api/run`` is the same for any model kind)
+
+A translation response holds ``translation``, ``source_tokens`` (+ ``<eos>``), ``target_tokens``
+(``<bos>`` + ...), ``next_tokens`` (what each target position predicts) and
+``attention = {"cross" | "encoder" | "decoder": [layer][head][query][key]}``, plus ``views``, which
+tells the page which token list labels the queries and keys of each kind. Another model kind is one
+more backend class in :data:`BACKENDS` that returns the same shape (its own views and token lists).
+
+Requests are checked before any model code runs: the body must be JSON (``Content-Type:
+application/json``, which also stops other web sites from posting to the page without a CORS
+preflight) of at most ``max_body_bytes``; the text at most ``max_chars`` characters and
+``max_tokens`` tokens. Every failure is a 4xx with ``{"error": message}``; an unexpected exception is
+logged to stderr and answered with a 500 that carries no traceback. The page inserts user text only
+through ``textContent`` and is served with a Content-Security-Policy that allows only its own inline
+script and style (by hash) and requests to its own origin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import ipaddress
+import json
+import logging
+import re
+import threading
+from dataclasses import asdict, dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ..errors import AiaynError
+from .commands import add_device, positive_int, resolve_device
+
+log = logging.getLogger("aiayn.serve")
+
+PAGE_RESOURCE = "serve_page.html"
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask for.
+
+    Attributes:
+        max_body_bytes: request body size (larger: 413).
+        max_chars: characters of input text (more: 400).
+        max_tokens: source tokens after tokenisation (more: 400); bounds the work and the reply size.
+        max_output_tokens: tokens the model may write.
+    """
+
+    max_body_bytes: int = 16 * 1024
+    max_chars: int = 500
+    max_tokens: int = 128
+    max_output_tokens: int = 160
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a message for the user."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Backend(Protocol):
+    """What the server needs from a model kind."""
+
+    #: the model kind (``transformer``, ...) and the POST path the page calls
+    kind: str
+    endpoint: str
+
+    def info(self) -> dict[str, Any]:
+        """Facts the page shows and needs (layers, heads, button label, ...)."""
+
+    def run(self, text: str) -> dict[str, Any]:
+        """Process one input; raise :class:`~aiayn.errors.AiaynError` for input the model can't take."""
+
+
+def _rounded(maps: list[Any]) -> list[Any]:
+    """Per-layer ``(1, H, T, S)`` tensors -> nested lists ``[layer][head][T][S]``, 4 decimals.
+
+    Rounded in float64, so the JSON holds ``0.1234`` rather than float32's ``0.12340000271797180``.
+    """
+    return [(m[0].double() * 1e4).round().div(1e4).tolist() for m in maps]
+
+
+class TranslationBackend:
+    """Serves an encoder-decoder translation model.
+
+    Args:
+        loaded: the model directory, loaded.
+        limits: the request limits.
+        beam: beam size (1 = greedy).
+    """
+
+    kind = "transformer"
+    endpoint = "/api/translate"
+
+    def __init__(self, loaded: Any, limits: ServeLimits, beam: int = 4) -> None:
+        from ..translation import Translator
+
+        self.translator = Translator(loaded)
+        self.limits = limits
+        self.beam = beam
+        self.name = loaded.directory.name
+        config = loaded.config
+        self.layers = {
+            "encoder": config.num_encoder_layers,
+            "decoder": config.num_decoder_layers,
+            "cross": config.num_decoder_layers,
+        }
+        self.heads = config.num_heads
+        self.d_model = config.d_model
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "task": "translate",
+            "action": "Translate",
+            "output_label": "Translation",
+            "layers": self.layers,
+            "heads": self.heads,
+            "d_model": self.d_model,
+        }
+
+    def run(self, text: str) -> dict[str, Any]:
+        tr = self.translator
+        limit = min(self.limits.max_tokens, tr.model.config.max_len - 1)
+        n_tokens = len(tr.src_tok.encode(text))
+        if n_tokens > limit:
+            raise AiaynError(f"the text has {n_tokens} tokens; the limit is {limit}")
+        if n_tokens == 0:
+            raise AiaynError("the text has no tokens")
+        translation = tr.translate(
+            [text], beam=self.beam, max_len=self.limits.max_output_tokens
+        )[0]
+        maps = tr.attention(text, translation)
+        source_tokens, target_tokens = tr.tokens_of(text, translation)
+        return {
+            "input": text,
+            "output": translation,
+            "translation": translation,
+            "source_tokens": source_tokens,
+            "target_tokens": target_tokens,
+            # Target position t reads token t (<bos> first) and predicts token t + 1.
+            "next_tokens": [*target_tokens[1:], "<eos>"],
+            "attention": {
+                "cross": _rounded(maps.cross),
+                "encoder": _rounded(maps.encoder),
+                "decoder": _rounded(maps.decoder_self),
+            },
+            "views": [
+                {
+                    "name": "cross",
+                    "label": "cross-attention (translation → source)",
+                    "queries": "target_tokens",
+                    "keys": "source_tokens",
+                },
+                {
+                    "name": "encoder",
+                    "label": "encoder self-attention (source → source)",
+                    "queries": "source_tokens",
+                    "keys": "source_tokens",
+                },
+                {
+                    "name": "decoder",
+                    "label": "decoder self-attention (translation → translation, causal)",
+                    "queries": "target_tokens",
+                    "keys": "target_tokens",
+                },
+            ],
+        }
+
+
+#: model kind -> backend class. A GPT backend (``generate`` + its self-attention maps) is one more
+#: entry: a class with ``kind = "gpt"``, ``endpoint = "/api/generate"``, ``info()`` and ``run(text)``
+#: returning ``output``, its token lists, ``attention = {"self": [layer][head][T][T]}`` and ``views``.
+BACKENDS: dict[str, type] = {"transformer": TranslationBackend}
+
+
+def make_backend(loaded: Any, limits: ServeLimits, beam: int = 4) -> Backend:
+    """The backend for ``loaded``'s model kind.
+
+    Raises:
+        AiaynError: no backend serves this kind.
+    """
+    cls = BACKENDS.get(loaded.kind)
+    if cls is None:
+        raise AiaynError(
+            f"{loaded.directory}: `aiayn serve` handles {', '.join(BACKENDS)} models, "
+            f"not {loaded.kind}"
+        )
+    return cls(loaded, limits, beam=beam)
+
+
+# ---- the page --------------------------------------------------------------------------------------
+
+
+def load_page() -> tuple[bytes, str]:
+    """The page's bytes and its Content-Security-Policy (hashes of its inline script and style)."""
+    html = resources.files("aiayn").joinpath(PAGE_RESOURCE).read_text(encoding="utf-8")
+
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+        return " ".join(
+            "'sha256-" + base64.b64encode(hashlib.sha256(b.encode()).digest()).decode() + "'"
+            for b in blocks
+        )
+
+    csp = (
+        f"default-src 'none'; script-src {hashes('script')}; style-src {hashes('style')}; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return html.encode("utf-8"), csp
+
+
+# ---- HTTP ------------------------------------------------------------------------------------------
+
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class AttentionServer(ThreadingHTTPServer):
+    """The HTTP server: holds the backend, the page and the limits for its handlers."""
+
+    daemon_threads = True  # a stuck client never keeps the process alive on Ctrl-C
+
+    def __init__(self, address: tuple[str, int], backend: Backend, limits: ServeLimits) -> None:
+        self.backend = backend
+        self.limits = limits
+        self.page, self.csp = load_page()
+        # One request at a time runs the model: torch already uses every core for one sentence, and
+        # this keeps memory bounded however many clients there are.
+        self.model_lock = threading.Lock()
+        host = address[0]
+        try:
+            self.loopback_only = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            self.loopback_only = False
+        super().__init__(address, Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}/"
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes requests; every error becomes a JSON ``{"error": ...}`` with a 4xx/5xx status."""
+
+    server: AttentionServer
+    protocol_version = "HTTP/1.1"
+    server_version = "aiayn"
+    timeout = 30  # seconds a client may take to send its request before the connection is dropped
+
+    def version_string(self) -> str:
+        return self.server_version  # no Python version in the Server header
+
+    # -- routing
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
+    def _routes(self) -> dict[str, dict[str, Any]]:
+        run = self._post_run
+        return {
+            "/": {"GET": self._get_page},
+            "/index.html": {"GET": self._get_page},
+            "/api/info": {"GET": self._get_info},
+            "/api/run": {"POST": run},
+            self.server.backend.endpoint: {"POST": run},
+            "/favicon.ico": {"GET": self._get_favicon},
+        }
+
+    def _dispatch(self, method: str) -> None:
+        self._body_read = False  # one handler serves every request of a kept-alive connection
+        try:
+            self._check_host()
+            path = urlsplit(self.path).path
+            methods = self._routes().get(path)
+            if methods is None:
+                raise RequestError(HTTPStatus.NOT_FOUND, f"no such page: {path[:100]}")
+            allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
+            if method not in allowed:
+                raise RequestError(
+                    HTTPStatus.METHOD_NOT_ALLOWED,
+                    f"{method} is not allowed here; use {' or '.join(sorted(allowed))}",
+                )
+            methods["GET" if method == "HEAD" else method]()
+        except RequestError as e:
+            self._send_json(e.status, {"error": e.message})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away; nothing to answer
+        except Exception:
+            log.exception("internal error while answering %s %s", method, self.path[:200])
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error"})
+
+    def _check_host(self) -> None:
+        """On a loopback address, answer only requests addressed to a loopback name.
+
+        A web page elsewhere can point a DNS name of its own at 127.0.0.1 ("DNS rebinding") and make
+        the browser send it requests; they carry that name in ``Host`` and are refused here.
+        """
+        if not self.server.loopback_only:
+            return
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.lower() not in _LOOPBACK_NAMES:
+            raise RequestError(HTTPStatus.FORBIDDEN, "this server answers only to localhost")
+
+    # -- handlers
+    def _get_page(self) -> None:
+        self._send(
+            HTTPStatus.OK,
+            self.server.page,
+            "text/html; charset=utf-8",
+            {"Content-Security-Policy": self.server.csp},
+        )
+
+    def _get_favicon(self) -> None:
+        self._send(HTTPStatus.NO_CONTENT, b"", "text/plain")
+
+    def _get_info(self) -> None:
+        backend = self.server.backend
+        info = {
+            "kind": backend.kind,
+            "model": getattr(backend, "name", ""),
+            "endpoint": backend.endpoint,
+            "limits": asdict(self.server.limits),
+            **backend.info(),
+        }
+        self._send_json(HTTPStatus.OK, info)
+
+    def _post_run(self) -> None:
+        request = self._read_json()
+        text = request.get("text")
+        if not isinstance(text, str):
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'expected {"text": "..."} with a string')
+        limits = self.server.limits
+        if len(text) > limits.max_chars:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"the text has {len(text)} characters; the limit is {limits.max_chars}",
+            )
+        if not text.strip():
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the text is empty")
+        try:
+            with self.server.model_lock:
+                result = self.server.backend.run(text)
+        except AiaynError as e:  # input the model can't take (too many tokens, ...)
+            raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
+        self._send_json(HTTPStatus.OK, result)
+
+    def _read_json(self) -> dict[str, Any]:
+        """The request body as a JSON object, after checking its headers and size."""
+        if self.headers.get("Transfer-Encoding"):
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            raise RequestError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+        try:
+            length = int(length_header)
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "bad Content-Length header")
+        limit = self.server.limits.max_body_bytes
+        if length > limit:
+            raise RequestError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the request body is {length} bytes; the limit is {limit}",
+            )
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise RequestError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send JSON with Content-Type: application/json"
+            )
+        body = self.rfile.read(length)
+        self._body_read = True
+        if len(body) < length:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the request body was cut short")
+        try:
+            request = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is not UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "invalid JSON: nested too deeply") from None
+        if not isinstance(request, dict):
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'expected a JSON object {"text": "..."}')
+        return request
+
+    # -- responses
+    def _send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._send(status, body, "application/json; charset=utf-8")
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        # A body we did not read would be taken for the next request: close the connection instead.
+        if not getattr(self, "_body_read", False) and (
+            self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0"
+        ):
+            self.close_connection = True
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            if status == HTTPStatus.METHOD_NOT_ALLOWED:
+                methods = self._routes().get(urlsplit(self.path).path, {})
+                allow = set(methods) | ({"HEAD"} if "GET" in methods else set())
+                self.send_header("Allow", ", ".join(sorted(allow)))
+            for name, value in (extra_headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD" and status != HTTPStatus.NO_CONTENT:
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors http.server raises itself (bad request line, header too long...) as JSON too."""
+        self.close_connection = True
+        try:
+            status = HTTPStatus(code)
+        except ValueError:
+            status = HTTPStatus.BAD_REQUEST
+        if not hasattr(self, "headers"):
+            self.headers = {}  # type: ignore[assignment]  # the request line itself was bad
+        if not hasattr(self, "command") or self.command is None:
+            self.command = "GET"
+        self._send_json(status, {"error": message or status.phrase})
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        log.info("%s %s", self.address_string(), format % args)
+
+
+def make_server(
+    loaded: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    beam: int = 4,
+    limits: ServeLimits | None = None,
+) -> AttentionServer:
+    """An HTTP server for a loaded model directory, bound but not yet serving.
+
+    Call ``serve_forever()`` (in a thread for tests; port 0 picks a free port, see ``.url``) and
+    ``shutdown()`` + ``server_close()`` to stop.
+
+    Args:
+        loaded: from :func:`aiayn.modeldir.load_model_dir`.
+        host: address to listen on; 127.0.0.1 keeps the page on this machine.
+        port: TCP port (0 = any free one).
+        beam: beam size for translation.
+        limits: request limits.
+
+    Raises:
+        AiaynError: the model kind has no backend, or the address can't be bound.
+    """
+    limits = limits or ServeLimits()
+    backend = make_backend(loaded, limits, beam=beam)
+    try:
+        return AttentionServer((host, port), backend, limits)
+    except OSError as e:
+        raise AiaynError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..modeldir import load_model_dir
+
+    loaded = load_model_dir(args.model, resolve_device(args.device))
+    limits = ServeLimits(max_chars=args.max_chars)
+    server = make_server(loaded, args.host, args.port, beam=args.beam, limits=limits)
+    if not server.loopback_only:
+        log.warning(
+            "listening on %s: the page has no login, so anyone who can reach this address can use "
+            "it",
+            args.host,
+        )
+    log.info("serving %s at %s (Ctrl-C to stop)", args.model, server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopped")
+    finally:
+        server.server_close()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a local web page to try a model and explore its attention",
+        description="Serve a page where you type a sentence, see the model's translation, and "
+        "explore every attention map (layer, head; hover a token to see what it attends to).",
+    )
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 = any free)")
+    p.add_argument("--beam", type=positive_int, default=4, help="beam size (1 = greedy)")
+    p.add_argument(
+        "--max-chars", type=positive_int, default=500, help="longest input accepted (characters)"
+    )
+    add_device(p)
+    p.set_defaults(func=_cmd_serve)

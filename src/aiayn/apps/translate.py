@@ -1,0 +1,198 @@
+"""CLI: ``aiayn train translate``, ``aiayn translate``, ``aiayn evaluate`` and ``aiayn demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..errors import AiaynError
+from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .train_group import train_subparsers
+
+log = logging.getLogger("aiayn")
+
+#: The notes' example sentences, translated by the demo.
+NOTES_SENTENCES = ("我是一个学生", "我爱中国")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ..translation import train_translation
+
+    summary = train_translation(
+        args.train,
+        args.out,
+        valid_spec=args.valid,
+        preset=args.preset,
+        overrides=args.set,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        batch_tokens=args.batch_tokens,
+        swap=args.swap,
+        resume=args.resume,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _read_inputs(texts: list[str]) -> list[str]:
+    if texts:
+        return texts
+    try:
+        return [line.rstrip("\r\n") for line in sys.stdin]
+    except UnicodeDecodeError as e:
+        raise AiaynError(f"<stdin>: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    from ..translation import Translator
+
+    translator = Translator.load(args.model, resolve_device(args.device))
+    texts = _read_inputs(args.text)
+    outputs = translator.translate(
+        texts,
+        beam=args.beam,
+        alpha=args.length_penalty,
+        max_len=args.max_len,
+        truncate=args.truncate,
+    )
+    for line in outputs:
+        print(line, flush=False)
+    sys.stdout.flush()
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..training.checkpoint import read_config
+
+    device = resolve_device(args.device)
+    kind = read_config(args.model)["kind"]
+    if kind == "transformer":
+        from ..translation import evaluate_translation
+
+        result = evaluate_translation(
+            args.model, args.test, beam=args.beam, swap=args.swap, device=device
+        )
+    elif kind == "gpt":
+        from .lm import evaluate_lm
+
+        result = evaluate_lm(args.model, args.test, device)
+    elif kind == "vit":
+        from .vision import evaluate_classifier
+
+        result = evaluate_classifier(args.model, args.test, device)
+    else:
+        raise AiaynError(f"{args.model}: `aiayn evaluate` does not handle {kind} models")
+    print(json.dumps(result))
+    return 0
+
+
+def run_demo(out: Path, device: str = "auto", minutes: float = 4.0, seed: int = 0) -> dict:
+    """Train the built-in Chinese→English model, evaluate it, translate the notes' sentences."""
+    from ..translation import Translator, evaluate_translation, train_translation
+
+    out = Path(out)
+    model_dir = out / "model"
+    dev = resolve_device(device)
+    log.info("training the built-in Chinese→English model (about %.0f minutes on a CPU)", minutes)
+    start = time.monotonic()
+    train_translation(
+        "builtin:zh-en",
+        model_dir,
+        preset="demo",
+        max_minutes=minutes,
+        seed=seed,
+        device=dev,
+    )
+    train_seconds = time.monotonic() - start
+    scores = evaluate_translation(model_dir, "builtin:zh-en", beam=4, device=dev)
+    translator = Translator.load(model_dir, dev)
+    outputs = translator.translate(list(NOTES_SENTENCES), beam=4)
+    translations = dict(zip(NOTES_SENTENCES, outputs))
+    report = {
+        "bleu": scores["bleu"],
+        "chrf": scores["chrf"],
+        "test_sentences": scores["n"],
+        "train_seconds": round(train_seconds, 1),
+        "translations": translations,
+    }
+    try:
+        from ..viz import plot_translation_attention
+
+        plot_translation_attention(
+            translator, NOTES_SENTENCES[0], outputs[0], out / "attention.png"
+        )
+        report["attention_png"] = str(out / "attention.png")
+    except ImportError:  # pictures come with the viz module
+        pass
+    from ..training.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2))
+    return report
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    report = run_demo(Path(args.out), args.device, args.minutes, args.seed)
+    for src, tgt in report["translations"].items():
+        print(f"{src} → {tgt}", file=sys.stderr)
+    print(
+        f"held-out test BLEU {report['bleu']:.1f}, chrF {report['chrf']:.1f} "
+        f"({report['test_sentences']} sentences); trained in {report['train_seconds']:.0f} s",
+        file=sys.stderr,
+    )
+    print(json.dumps(report, ensure_ascii=False))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = train_subparsers(sub)
+    p = train.add_parser(
+        "translate", help="train an encoder-decoder Transformer on a parallel corpus"
+    )
+    p.add_argument("--train", required=True, help="TSV file or builtin:NAME (zh-en, copy, reverse)")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--valid", help="validation TSV (default: held out from --train)")
+    p.add_argument("--preset", help="model preset (default: chosen from the corpus size)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
+    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
+    p.add_argument("--batch-tokens", type=positive_int, help="tokens per batch (per side)")
+    p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
+    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("translate", help="translate TEXT arguments or stdin lines")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--beam", type=positive_int, default=4, help="beam size (1 = greedy)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (0 = none)")
+    p.add_argument("--max-len", type=positive_int, help="maximum output tokens")
+    p.add_argument(
+        "--truncate", action="store_true", help="cut over-long inputs instead of failing"
+    )
+    p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
+    add_device(p)
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("evaluate", help="score a model on a test set (JSON on stdout)")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--test", required=True, help="test data: FILE or builtin:NAME")
+    p.add_argument("--beam", type=positive_int, default=4, help="beam size for translation models")
+    p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
+    add_device(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train and try the built-in Chinese→English model")
+    p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    p.add_argument("--minutes", type=positive_float, default=4.0, help="training time budget")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,444 @@
+"""The Vision Transformer as an image classifier: ``aiayn train vit``, ``aiayn classify``, evaluation.
+
+Training: AdamW (weight decay on matrices), linear warm-up then cosine decay (over the step or time
+budget), label smoothing 0.1, and random shifts of up to an eighth of the image side as augmentation:
+a ViT has no built-in sense that a shifted picture is the same picture (a CNN gets that from its
+convolutions), so on small data it has to be shown. Pixels are normalised with the training set's
+per-channel mean and standard deviation, which are stored in the model directory with the class names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import AiaynError
+from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .train_group import train_subparsers
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ClassificationTask",
+    "ImageClassifier",
+    "evaluate_classifier",
+    "train_vit",
+]
+
+
+def _normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """``(N, C, S, S)`` in [0, 1] -> standardised per channel."""
+    return (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+class ImageClassifier:
+    """A trained ViT with its preprocessing and class names: images in, labels out.
+
+    Args:
+        loaded: a ``vit`` model directory read by :func:`aiayn.modeldir.load_model_dir`.
+
+    Raises:
+        AiaynError: the directory lacks the image settings or class names.
+    """
+
+    def __init__(self, loaded: Any) -> None:
+        self.model = loaded.model
+        info = loaded.info
+        try:
+            image = info["image"]
+            self.classes: tuple[str, ...] = tuple(info["labels"])
+            self.size: int = int(image["size"])
+            self.channels: int = int(image["channels"])
+            self.mean = torch.tensor(image["mean"], dtype=torch.float32)
+            self.std = torch.tensor(image["std"], dtype=torch.float32)
+        except (KeyError, TypeError, ValueError):
+            raise AiaynError(
+                f"{loaded.directory}/config.json: no image settings or labels; "
+                "was this model trained by `aiayn train vit`?"
+            ) from None
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> ImageClassifier:
+        from ..modeldir import load_model_dir
+
+        return cls(load_model_dir(directory, device, expect="vit"))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def predict(self, images: Tensor, batch_size: int = 256) -> Tensor:
+        """Class probabilities ``(N, K)`` of images ``(N, C, S, S)`` with values in [0, 1]."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = _normalize(images[start : start + batch_size], self.mean, self.std)
+            out.append(torch.softmax(self.model(x.to(self.device)).float(), dim=-1).cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+    def classify_files(self, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+        """``{"image", "label", "probability"}`` for each image file.
+
+        Raises:
+            DataError: an image is missing or unreadable.
+        """
+        from ..data.images import load_image
+
+        images = torch.stack([load_image(p, self.size, self.channels) for p in paths])
+        probs = self.predict(images)
+        best, index = probs.max(dim=-1)
+        return [
+            {"image": str(p), "label": self.classes[i], "probability": round(float(b), 6)}
+            for p, i, b in zip(paths, index.tolist(), best.tolist())
+        ]
+
+
+class ClassificationTask:
+    """The :class:`~aiayn.training.trainer.Task` of image classification.
+
+    Args:
+        model: the ViT.
+        train: training images (values in [0, 1]).
+        valid: validation images.
+        mean: ``(C,)`` per-channel mean of the training images.
+        std: ``(C,)`` per-channel standard deviation.
+        batch_size: images per batch.
+        max_shift: random-shift augmentation, in pixels (0 = none).
+        hflip: also flip images left-right at random (right for photos, wrong for digits and text).
+        label_smoothing: mass spread over all classes in the loss.
+        seed: order and augmentation depend only on ``(seed, epoch)``, so a resumed run sees the same
+            batches.
+        device: where batches go.
+        info: extra ``config.json`` entries (labels, image settings).
+    """
+
+    best_metric = "val_accuracy"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Any,
+        valid: Any,
+        mean: Tensor,
+        std: Tensor,
+        batch_size: int,
+        max_shift: int,
+        hflip: bool,
+        label_smoothing: float,
+        seed: int,
+        device: torch.device,
+        info: dict[str, Any],
+    ) -> None:
+        self.model, self.train, self.valid = model, train, valid
+        self.mean, self.std = mean, std
+        self.batch_size, self.max_shift, self.hflip = batch_size, max_shift, hflip
+        self.label_smoothing, self.seed, self.device = label_smoothing, seed, device
+        self.info = info
+        self.valid_x = _normalize(valid.images, mean, std).to(device)
+        self.valid_y = valid.labels.to(device)
+
+    def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        from ..data.images import random_shift
+
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train), generator=gen)
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            images = random_shift(self.train.images[index], self.max_shift, gen)
+            if self.hflip:
+                flip = torch.rand(len(index), generator=gen) < 0.5
+                images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+            x = _normalize(images, self.mean, self.std)
+            yield x.to(self.device), self.train.labels[index].to(self.device)
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int) -> tuple[Tensor, int]:
+        x, y = batch
+        logits = model(x)  # (B, K)
+        loss = F.cross_entropy(
+            logits.float(), y, reduction="sum", label_smoothing=self.label_smoothing
+        )
+        return loss, len(y)
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        total, correct = 0.0, 0
+        for start in range(0, len(self.valid_y), 256):
+            x, y = self.valid_x[start : start + 256], self.valid_y[start : start + 256]
+            logits = model(x).float()
+            total += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(-1) == y).sum())
+        n = max(len(self.valid_y), 1)
+        return {"val_loss": total / n, "val_accuracy": correct / n}
+
+    def write_model_files(self, directory: Path) -> None:
+        from ..modeldir import write_model_info
+
+        write_model_info(directory, "vit", self.model.config, task="classify", **self.info)
+
+
+def train_vit(
+    dataset: str,
+    out_dir: str | Path,
+    valid: str | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    image_size: int | None = None,
+    batch_size: int = 128,
+    lr: float | None = None,
+    weight_decay: float = 0.05,
+    label_smoothing: float = 0.1,
+    max_shift: int | None = None,
+    hflip: bool = False,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    eval_every: int | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a ViT classifier on ``builtin:digits`` or a class-per-sub-folder image tree.
+
+    Args mirror ``aiayn train vit``. ``builtin:digits`` trains on its train split and validates on its
+    valid split (the test split is never touched); a folder holds out 10% of each class unless
+    ``valid`` names another folder. The default preset is ``digits`` for the digits and ``mini``
+    (32x32, 4x4 patches) for folders.
+
+    Returns:
+        ``{"steps", "train_seconds", "best_val_accuracy", "parameters", "classes"}``.
+
+    Raises:
+        AiaynError: bad data (missing folder, unreadable image, empty class) or settings.
+    """
+    from .. import config as cfg
+    from ..data.images import load_images, stratified_holdout
+    from ..modeldir import load_model_dir
+    from ..models.vit import ViT
+    from ..training.trainer import TrainConfig, Trainer, seed_everything
+    from .mlm import WarmupCosineBudget, adamw
+
+    out_dir, device = Path(out_dir), torch.device(device)
+    seed_everything(seed)
+    builtin = dataset.startswith("builtin:")
+    resuming = resume and (out_dir / "last").exists()
+    if resume and not resuming:
+        log.info("no saved state in %s: starting fresh", out_dir)
+    saved_info: dict[str, Any] | None = None
+    if resuming:
+        saved = load_model_dir(out_dir / "last", device, expect="vit")
+        config, saved_info = saved.config, saved.info
+        classes = tuple(saved_info["labels"])
+    else:
+        name = preset or ("digits" if builtin else "mini")
+        config = cfg.get_preset("vit", name)
+        if image_size is not None:
+            config = replace(config, image_size=image_size)
+        config = cfg.apply_overrides(config, overrides)
+        classes = None
+
+    size = config.image_size
+    channels = None if (not resuming and not builtin) else config.in_channels
+    train_set = load_images(dataset, "train", size, channels, classes)
+    if valid is not None:
+        valid_set = load_images(valid, "valid", size, train_set.images.shape[1], train_set.classes)
+    elif builtin:
+        valid_set = load_images(dataset, "valid", size, channels, classes)
+    else:
+        train_idx, held = stratified_holdout(train_set.labels, 0.1, seed)
+        if len(held) == 0:
+            raise AiaynError(
+                f"{dataset}: too few images to hold out a validation set; pass --valid"
+            )
+        train_set, valid_set = train_set.subset(train_idx), train_set.subset(held)
+    if not resuming:
+        config = replace(
+            config, in_channels=train_set.images.shape[1], num_classes=len(train_set.classes)
+        )
+
+    if saved_info is not None:
+        mean = torch.tensor(saved_info["image"]["mean"])
+        std = torch.tensor(saved_info["image"]["std"])
+    else:
+        mean = train_set.images.mean(dim=(0, 2, 3))
+        std = train_set.images.std(dim=(0, 2, 3)).clamp(min=1e-3)
+    info = {
+        "labels": list(train_set.classes),
+        "image": {
+            "size": size,
+            "channels": config.in_channels,
+            "mean": [round(float(v), 6) for v in mean],
+            "std": [round(float(v), 6) for v in std],
+        },
+        "dataset": dataset,
+    }
+    model = ViT(config).to(device)
+    batch_size = min(batch_size, len(train_set))
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    if max_steps is None and max_minutes is None:
+        max_steps = 100 * steps_per_epoch
+    peak = lr if lr is not None else (1e-3 if config.d_model <= 256 else 3e-4)
+    warmup = max(10, min(2000, 5 * steps_per_epoch))
+    schedule = WarmupCosineBudget(
+        peak, warmup, max_steps, None if max_minutes is None else 60 * max_minutes, min_ratio=0.01
+    )
+    shift = max(1, size // 8) if max_shift is None else max_shift
+    task = ClassificationTask(
+        model,
+        train_set,
+        valid_set,
+        mean,
+        std,
+        batch_size,
+        shift,
+        hflip,
+        label_smoothing,
+        seed,
+        device,
+        info,
+    )
+    if eval_every is None:
+        eval_every = max(10, min(1000, 10 * steps_per_epoch, (max_steps or 10**9) // 10))
+    log.info(
+        "ViT: %s parameters (d_model=%d, %d layers, %d patches); %d training / %d validation "
+        "images, %d classes",
+        f"{sum(p.numel() for p in model.parameters()):,}",
+        config.d_model,
+        config.num_layers,
+        config.grid**2,
+        len(train_set),
+        len(valid_set),
+        config.num_classes,
+    )
+    trainer = Trainer(
+        model,
+        adamw(model, peak, weight_decay),
+        schedule,
+        task,
+        out_dir,
+        TrainConfig(
+            max_steps=max_steps if max_steps is not None else 10**9,
+            max_minutes=max_minutes,
+            eval_every=eval_every,
+            log_every=max(1, min(50, eval_every // 2)),
+            seed=seed,
+            progress=progress,
+        ),
+    )
+    if resuming:
+        trainer.try_resume()
+        log.info("resumed at step %d", trainer.step)
+    start = time.monotonic()
+    trainer.train()
+    return {
+        "steps": trainer.step,
+        "train_seconds": round(time.monotonic() - start, 2),
+        "best_val_accuracy": trainer.best,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "classes": len(train_set.classes),
+    }
+
+
+def evaluate_classifier(
+    model_dir: str | Path, dataset_spec: str, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Accuracy of a ViT classifier: ``builtin:digits`` (its test split) or a class-folder tree.
+
+    Returns:
+        ``{"accuracy": float, "n": int}``.
+
+    Raises:
+        AiaynError: the data doesn't fit the model (other classes) or can't be read.
+    """
+    from ..data.images import load_images
+
+    classifier = ImageClassifier.load(model_dir, device)
+    if dataset_spec.startswith("builtin:"):
+        data = load_images(dataset_spec, "test", classifier.size, classifier.channels)
+        if tuple(data.classes) != classifier.classes:
+            raise AiaynError(
+                f"{model_dir}: the model's classes {list(classifier.classes)} are not those of "
+                f"{dataset_spec} {list(data.classes)}"
+            )
+    else:
+        data = load_images(
+            dataset_spec, "test", classifier.size, classifier.channels, classifier.classes
+        )
+    probs = classifier.predict(data.images)
+    correct = int((probs.argmax(-1) == data.labels).sum())
+    return {"accuracy": correct / max(len(data), 1), "n": len(data)}
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    summary = train_vit(
+        args.dataset,
+        args.out,
+        valid=args.valid,
+        preset=args.preset,
+        overrides=args.set,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_shift=args.max_shift,
+        hflip=args.hflip,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        resume=args.resume,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    classifier = ImageClassifier.load(args.model, resolve_device(args.device))
+    for result in classifier.classify_files(args.image):
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``aiayn train vit`` and ``aiayn classify``."""
+    train = train_subparsers(sub)
+    p = train.add_parser("vit", help="train a Vision Transformer image classifier")
+    p.add_argument(
+        "--dataset", required=True, help="builtin:digits, or a FOLDER with one sub-folder per class"
+    )
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--valid", help="validation FOLDER (default: 10%% of each class held out)")
+    p.add_argument("--preset", help="ViT preset (default: digits, or mini for a folder)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
+    p.add_argument("--image-size", type=positive_int, help="resize images to this side (pixels)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
+    p.add_argument("--max-shift", type=int, help="random-shift augmentation in pixels (0 = off)")
+    p.add_argument("--hflip", action="store_true", help="random left-right flips (photos)")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
+    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
+    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("classify", help="classify images with a trained ViT (JSON lines)")
+    p.add_argument("--model", required=True, help="model directory written by `aiayn train vit`")
+    p.add_argument("image", nargs="+", help="image files")
+    add_device(p)
+    p.set_defaults(func=_cmd_classify)
