@@ -17,6 +17,7 @@ batch order are restored, so the next losses equal those of an uninterrupted run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -43,6 +44,7 @@ from .checkpoint import (
     save_weights,
     swap_in_directory,
 )
+from .distributed import DistContext
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,11 @@ class Task(Protocol):
 
     def loss(self, model: nn.Module, batch: Any, step: int) -> tuple[Tensor, int]:
         """``(summed loss, number of tokens/examples it covers)`` for one batch."""
+
+    def tokens(self, batch: Any) -> int:
+        """How many tokens/examples ``loss`` will cover, known before the forward pass (optional:
+        with it the gradient is the exact mean over every token of the global batch, however it is
+        split into micro-batches and processes; without it, the mean of per-micro-batch means)."""
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics (must include ``best_metric``); the model is in eval mode."""
@@ -108,6 +115,8 @@ class Trainer:
         task: the task.
         out_dir: where the model directory, metrics and state go.
         config: loop settings.
+        dist: the process's place in a distributed job (default: a single process). With several
+            processes the model is wrapped in DistributedDataParallel and only rank 0 writes.
     """
 
     def __init__(
@@ -118,8 +127,17 @@ class Trainer:
         task: Task,
         out_dir: str | Path,
         config: TrainConfig,
+        dist: DistContext | None = None,
     ) -> None:
         self.model, self.optimizer, self.lr_lambda, self.task = model, optimizer, lr_lambda, task
+        self.dist = dist or DistContext()
+        self.train_model: nn.Module = model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            device = next(model.parameters()).device
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(model, device_ids=ids)
         self.out_dir = Path(out_dir)
         self.config = config
         self.step = 0  # optimizer steps done
@@ -135,6 +153,10 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
+            # Batches of the epoch consumed by all ranks together: lets a resume use another
+            # number of processes (each rank takes every world_size-th batch).
+            "global_batch_in_epoch": self.batch_in_epoch * self.dist.world_size,
+            "world_size": self.dist.world_size,
             "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -143,7 +165,9 @@ class Trainer:
         }
 
     def save_last(self) -> None:
-        """Write model + trainer state to ``DIR/last`` (staged, then swapped in)."""
+        """Write model + trainer state to ``DIR/last`` (staged, then swapped in); rank 0 only."""
+        if not self.dist.is_main:
+            return
         staging = self.out_dir / "last.tmp"
         if staging.exists():
             shutil.rmtree(staging)
@@ -163,7 +187,9 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.epoch = int(state["step"]), int(state["epoch"])
-            self.batch_in_epoch, self.best = int(state["batch_in_epoch"]), state["best"]
+            consumed = int(state.get("global_batch_in_epoch", state["batch_in_epoch"]))
+            self.batch_in_epoch = -(-consumed // self.dist.world_size)  # ceil
+            self.best = state["best"]
             torch.set_rng_state(state["torch_rng"])
             random.setstate(_decode_py_state(state["python_rng"]))
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -174,7 +200,7 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """Drop metric lines written after the state we resume from (they will be written again)."""
         path = self.out_dir / "metrics.jsonl"
-        if not path.exists():
+        if not self.dist.is_main or not path.exists():
             return
         kept = []
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -194,10 +220,14 @@ class Trainer:
 
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
+        if not self.dist.is_main:
+            return
         with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def _evaluate_and_keep_best(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:  # rank 0 evaluates and writes; the others go on to the next step
+            return
         self.model.eval()
         metrics = self.task.evaluate(self.model)
         self.model.train()
@@ -230,16 +260,27 @@ class Trainer:
             epoch, start = epoch + 1, 0
 
     def _train_step(self, micro: list[Any]) -> tuple[float, int]:
-        """Forward/backward over the micro-batches; returns (summed loss, tokens)."""
+        """Forward/backward over the micro-batches; returns (summed loss, tokens) over all ranks."""
         self.optimizer.zero_grad(set_to_none=True)
+        counts = [self.task.tokens(b) for b in micro] if hasattr(self.task, "tokens") else None
+        scale = None
+        if counts is not None:
+            # DDP averages gradients over ranks, so scale by world_size / global tokens: the
+            # result is the mean over every token of the global batch.
+            scale = self.dist.world_size / max(self.dist.sum(sum(counts)), 1.0)
         step_loss, step_tokens = 0.0, 0
-        for batch in micro:
-            loss, tokens = self.task.loss(self.model, batch, self.step)
-            # Mean over each micro-batch's tokens, averaged over micro-batches (as nanoGPT does).
-            (loss / max(tokens, 1) / len(micro)).backward()
+        for i, batch in enumerate(micro):
+            last = i == len(micro) - 1
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and not last:
+                sync = self.train_model.no_sync()  # all-reduce once, after the last micro-batch
+            with sync:
+                loss, tokens = self.task.loss(self.train_model, batch, self.step)
+                factor = scale if scale is not None else 1.0 / max(tokens, 1) / len(micro)
+                (loss * factor).backward()
             step_loss += float(loss.detach())
             step_tokens += tokens
-        return step_loss, step_tokens
+        return self.dist.sum(step_loss), int(self.dist.sum(step_tokens))
 
     def train(self) -> list[dict[str, Any]]:
         """Train until ``max_steps`` or ``max_minutes``; save on the way out, even on Ctrl-C/SIGTERM.
@@ -253,9 +294,9 @@ class Trainer:
             previous = signal.signal(signal.SIGTERM, _raise_stop)
         except ValueError:  # not the main thread: leave signals alone
             previous = None
-        self.model.train()
+        self.train_model.train()
         progress = None
-        if cfg.progress:
+        if cfg.progress and self.dist.is_main:
             from tqdm import tqdm
 
             progress = tqdm(
@@ -271,7 +312,10 @@ class Trainer:
         start_step, last_eval_step = self.step, None
         try:
             while self.step < cfg.max_steps:
-                if deadline is not None and time.monotonic() >= deadline:
+                out_of_time = deadline is not None and time.monotonic() >= deadline
+                if self.dist.enabled:  # every rank must stop at the same step
+                    out_of_time = self.dist.sum(out_of_time) > 0
+                if out_of_time:
                     log.info("time budget reached after %d steps", self.step)
                     break
                 lr = self._set_lr()
@@ -321,7 +365,7 @@ class Trainer:
         except (KeyboardInterrupt, _Stop):
             log.info("interrupted at step %d: saving the last complete step", self.step)
             self.save_last()
-            if not (self.out_dir / WEIGHTS_FILE).exists():
+            if self.dist.is_main and not (self.out_dir / WEIGHTS_FILE).exists():
                 self.task.write_model_files(self.out_dir)
                 save_weights(self.model, self.out_dir / WEIGHTS_FILE)
             raise KeyboardInterrupt from None
