@@ -19,10 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, LayerCache, MultiHeadAttention
-from .masks import make_local_mask
 
 # functools.partial, not a lambda: modules holding the function must stay picklable and copyable.
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh")}
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "silu": F.silu,  # a.k.a. swish; Marian's default
+}
 
 
 def get_activation(name: str):
@@ -113,17 +117,25 @@ class EncoderLayer(nn.Module):
         key_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
         need_weights: bool = False,
+        window: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and optional weights ``(B, H, S, S)``."""
+        """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and optional weights ``(B, H, S, S)``.
+
+        ``window`` makes the self-attention local (see :class:`~aiayn.attention.MultiHeadAttention`).
+        """
         if self.norm_first:
             attn, weights = self.self_attn(
-                self.norm1(x), key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights
+                self.norm1(x),
+                key_mask=key_mask,
+                attn_mask=attn_mask,
+                need_weights=need_weights,
+                window=window,
             )
             x = x + self.dropout1(attn)
             x = x + self.dropout2(self.ffn(self.norm2(x)))
         else:
             attn, weights = self.self_attn(
-                x, key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights
+                x, key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights, window=window
             )
             x = self.norm1(x + self.dropout1(attn))
             x = self.norm2(x + self.dropout2(self.ffn(x)))
@@ -178,6 +190,7 @@ class DecoderLayer(nn.Module):
         is_causal: bool = True,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        window: int | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One decoder layer.
 
@@ -191,6 +204,7 @@ class DecoderLayer(nn.Module):
             is_causal: causal self-attention (always, for a decoder; False only for experiments).
             cache: this layer's KV caches for incremental decoding.
             need_weights: return self- and cross-attention weights.
+            window: local (truncated) self-attention window, or None for full attention.
 
         Returns:
             ``(x (B, T, D), self weights (B, H, T, T_total) or None, cross weights (B, H, T, S) or None)``.
@@ -206,6 +220,7 @@ class DecoderLayer(nn.Module):
                 is_causal=is_causal,
                 need_weights=need_weights,
                 cache=self_cache,
+                window=window,
             )
             return self.dropout1(out), w
 
@@ -258,12 +273,12 @@ class Encoder(nn.Module):
         self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False
     ) -> tuple[Tensor, list[Tensor]]:
         """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and per-layer weights when asked."""
-        attn_mask = None
-        if self.attention_window is not None:
-            attn_mask = make_local_mask(x.shape[1], window=self.attention_window, device=x.device)
         weights = []
         for layer in self.layers:
-            x, w = layer(x, key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights)
+            # The window goes to the attention itself, which runs the O(T·w) local kernel.
+            x, w = layer(
+                x, key_mask=key_mask, need_weights=need_weights, window=self.attention_window
+            )
             if need_weights:
                 weights.append(w)
         if self.norm is not None:
@@ -318,13 +333,6 @@ class Decoder(nn.Module):
         Returns:
             ``(x (B, T, D), self weights per layer, cross weights per layer)``.
         """
-        T = x.shape[1]
-        past = 0 if cache is None else cache[0].self_attn.length
-        attn_mask = None
-        if self.attention_window is not None:
-            attn_mask = make_local_mask(
-                T, past + T, window=self.attention_window, causal=True, device=x.device
-            )
         self_weights, cross_weights = [], []
         for i, layer in enumerate(self.layers):
             x, sw, cw = layer(
@@ -332,9 +340,9 @@ class Decoder(nn.Module):
                 memory,
                 key_mask=key_mask,
                 memory_key_mask=memory_key_mask,
-                attn_mask=attn_mask,
                 cache=None if cache is None else cache[i],
                 need_weights=need_weights,
+                window=self.attention_window,
             )
             if need_weights:
                 self_weights.append(sw)

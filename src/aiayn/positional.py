@@ -17,11 +17,18 @@ import math
 import torch
 from torch import Tensor, nn
 
-POSITIONAL_KINDS = ("sinusoidal", "learned")
+#: "sinusoidal_halves" is the same encoding with all sines first, then all cosines (Marian/XLM's
+#: layout), so imported Marian models keep their positions.
+POSITIONAL_KINDS = ("sinusoidal", "sinusoidal_halves", "learned")
 
 
-def sinusoidal_table(max_len: int, d_model: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The ``(max_len, d_model)`` sinusoid table of the paper (even columns sin, odd columns cos)."""
+def sinusoidal_table(
+    max_len: int, d_model: int, dtype: torch.dtype = torch.float32, halves: bool = False
+) -> Tensor:
+    """The ``(max_len, d_model)`` sinusoid table of the paper (even columns sin, odd columns cos).
+
+    With ``halves=True`` the same values are laid out as ``[sin..., cos...]`` (Marian's layout).
+    """
     position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (L, 1)
     # 1 / 10000^(2i / D), computed in float64 so long tables stay exact to float32 precision.
     inv_freq = torch.exp(
@@ -30,6 +37,8 @@ def sinusoidal_table(max_len: int, d_model: int, dtype: torch.dtype = torch.floa
     table = torch.zeros(max_len, d_model, dtype=torch.float64)
     table[:, 0::2] = torch.sin(position * inv_freq)
     table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+    if halves:
+        table = torch.cat([table[:, 0::2], table[:, 1::2]], dim=1)
     return table.to(dtype)
 
 
@@ -41,17 +50,21 @@ class SinusoidalPositionalEncoding(nn.Module):
         max_len: initial table length (positions beyond it are computed when first needed).
     """
 
-    def __init__(self, d_model: int, max_len: int = 1024) -> None:
+    def __init__(self, d_model: int, max_len: int = 1024, halves: bool = False) -> None:
         super().__init__()
         self.d_model = d_model
-        self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.halves = halves
+        self.register_buffer(
+            "table", sinusoidal_table(max_len, d_model, halves=halves), persistent=False
+        )
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         """``x (B, T, D)`` -> ``x + PE[start : start + T]``."""
         end = start + x.shape[1]
         if end > self.table.shape[0]:
             # Sinusoids are defined for every position: extend instead of failing on long inputs.
-            self.table = sinusoidal_table(max(end, 2 * self.table.shape[0]), self.d_model).to(
+            length = max(end, 2 * self.table.shape[0])
+            self.table = sinusoidal_table(length, self.d_model, halves=self.halves).to(
                 self.table.device
             )
         return x + self.table[start:end].to(x.dtype)
@@ -83,8 +96,8 @@ class LearnedPositionalEmbedding(nn.Module):
 
 def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module:
     """Build the positional module named ``kind`` (``"sinusoidal"`` or ``"learned"``)."""
-    if kind == "sinusoidal":
-        return SinusoidalPositionalEncoding(d_model, max_len)
+    if kind in ("sinusoidal", "sinusoidal_halves"):
+        return SinusoidalPositionalEncoding(d_model, max_len, halves=kind == "sinusoidal_halves")
     if kind == "learned":
         return LearnedPositionalEmbedding(max_len, d_model)
     raise ValueError(f"positional must be one of {POSITIONAL_KINDS}, got {kind!r}")

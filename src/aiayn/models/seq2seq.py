@@ -50,6 +50,8 @@ class TransformerConfig:
         attention_window: truncated self-attention window, or None for full attention.
         share_embeddings: one embedding matrix for source and target (needs one shared vocabulary).
         tie_output: the output projection reuses the target embedding matrix (paper section 3.4).
+        output_bias: a bias on the output projection (Marian's ``final_logits_bias``).
+        scale_embeddings: multiply embeddings by sqrt(d_model) (paper section 3.4).
         final_norm: a LayerNorm after each stack (torch's nn.Transformer has it; pre-norm needs it).
         init: weight-initialisation scheme (see :mod:`aiayn.init`).
         pad_id: padding token id (its embedding gets no gradient).
@@ -74,6 +76,8 @@ class TransformerConfig:
     attention_window: int | None = None
     share_embeddings: bool = False
     tie_output: bool = True
+    output_bias: bool = False
+    scale_embeddings: bool = True
     final_norm: bool = True
     init: str = "xavier"
     pad_id: int = 0
@@ -181,11 +185,11 @@ class Transformer(nn.Module):
             norm=self._final_norm(),
             attention_window=c.attention_window,
         )
-        self.lm_head = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.lm_head = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         init_weights(self, c.init, num_layers=c.num_decoder_layers)
         if c.tie_output:
             self.lm_head.weight = self.tgt_emb.weight
-        self.embed_scale = math.sqrt(c.d_model)
+        self.embed_scale = math.sqrt(c.d_model) if c.scale_embeddings else 1.0
 
     def _final_norm(self) -> nn.Module | None:
         c = self.config
