@@ -24,35 +24,38 @@ def _copy(ours: MultiHeadAttention, ref: nn.MultiheadAttention) -> None:
         ref.out_proj.load_state_dict(ours.out_proj.state_dict())
 
 
+def _time_one(T: int, batch: int, d_model: int, heads: int, repeats: int, causal: bool) -> dict:
+    ours = MultiHeadAttention(d_model, heads)
+    ref = nn.MultiheadAttention(d_model, heads, batch_first=True)
+    _copy(ours, ref)
+    x = torch.randn(batch, T, d_model, requires_grad=True)
+    mask = ~torch.ones(T, T, dtype=torch.bool).tril() if causal else None  # torch: True = blocked
+
+    def step_ours():
+        out, _ = ours(x, is_causal=causal)
+        out.sum().backward()
+
+    def step_ref():
+        out, _ = ref(x, x, x, need_weights=False, attn_mask=mask, is_causal=causal)
+        out.sum().backward()
+
+    timing = compare({"aiayn": step_ours, "torch": step_ref}, repeats=repeats)
+    ratio = timing["torch"].median / timing["aiayn"].median
+    return {"T": T, "aiayn": timing["aiayn"], "torch": timing["torch"], "speedup": ratio}
+
+
 def run(lengths=(256, 1024), batch=8, d_model=512, heads=8, repeats=10, causal=False) -> list[dict]:
-    rows = []
-    for T in lengths:
-        ours = MultiHeadAttention(d_model, heads)
-        ref = nn.MultiheadAttention(d_model, heads, batch_first=True)
-        _copy(ours, ref)
-        x = torch.randn(batch, T, d_model, requires_grad=True)
-        mask = torch.ones(T, T, dtype=torch.bool).tril() if causal else None
-
-        def step_ours():
-            out, _ = ours(x, is_causal=causal)
-            out.sum().backward()
-
-        def step_ref():
-            out, _ = ref(x, x, x, need_weights=False, attn_mask=None if mask is None else ~mask,
-                         is_causal=causal)
-            out.sum().backward()
-
-        timing = compare({"aiayn": step_ours, "torch": step_ref}, repeats=repeats)
-        ratio = timing["torch"].median / timing["aiayn"].median
-        rows.append({"T": T, "aiayn": timing["aiayn"], "torch": timing["torch"], "speedup": ratio})
-    return rows
+    return [_time_one(T, batch, d_model, heads, repeats, causal) for T in lengths]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="3 repetitions")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = 3
     rows = run(repeats=args.repeats)
     lines = [
         "B=8, d_model=512, 8 heads, float32, self-attention, forward+backward; median (min–max) of "
@@ -64,7 +67,9 @@ def main(argv=None) -> None:
         "| --- | --- | --- | --- |",
     ]
     for r in rows:
-        lines.append(f"| {r['T']} | {r['aiayn'].fmt()} | {r['torch'].fmt()} | {r['speedup']:.2f}× |")
+        lines.append(
+            f"| {r['T']} | {r['aiayn'].fmt()} | {r['torch'].fmt()} | {r['speedup']:.2f}× |"
+        )
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

@@ -95,7 +95,11 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures measured side by side in one run; ratios > 1 favour aiayn.\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else "# Benchmarks\n\nFigures measured side by side in one run; ratios > 1 favour aiayn.\n"
+    )
     section = f"## {name}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):

@@ -1,0 +1,67 @@
+"""CLI: ``aiayn bench`` runs the side-by-side benchmarks of a source checkout's ``benchmarks/``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ..errors import AiaynError
+
+log = logging.getLogger("aiayn")
+
+#: benchmark modules, cheapest first; each has ``main(argv)`` accepting --quick/--no-write
+BENCHMARKS = (
+    "bench_machine",
+    "bench_attention",
+    "bench_local_attention",
+    "bench_translate",
+    "bench_gpt",
+    "bench_embed",
+    "bench_vit",
+)
+
+
+def _benchmarks_dir() -> Path:
+    root = Path(__file__).resolve().parents[3]
+    if not (root / "benchmarks" / "harness.py").is_file():
+        raise AiaynError(
+            "aiayn bench needs a source checkout (the benchmarks/ folder); "
+            "clone the repository and run `make bench`"
+        )
+    return root
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    root = _benchmarks_dir()
+    sys.path.insert(0, str(root))
+    if args.out:
+        import benchmarks.harness as harness
+
+        harness.BENCHMARKS_MD = Path(args.out).resolve()
+    names = args.only or BENCHMARKS
+    for name in names:
+        try:
+            module = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"benchmarks.{name}":
+                log.warning("skipping %s: not written yet", name)
+                continue
+            raise
+        start = time.monotonic()
+        log.info("== %s", name)
+        argv = ["--quick"] if args.quick else []
+        module.main(argv)
+        log.info("== %s done in %.0f s", name, time.monotonic() - start)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run the side-by-side benchmarks, write BENCHMARKS.md")
+    p.add_argument("--quick", action="store_true", help="smaller settings (under 3 minutes)")
+    p.add_argument("--out", help="write the table here instead of BENCHMARKS.md")
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these benchmarks")
+    p.set_defaults(func=_cmd_bench)
