@@ -16,9 +16,18 @@ from aiayn.cli import main
 from aiayn.errors import AiaynError, DataError
 from aiayn.positional import sinusoidal_table
 from aiayn.translation import Translator
-from tiny_translation import tiny_translation_model_dir
+from tiny_translation import tiny_lm_model_dir, tiny_translation_model_dir
 
 SRC, TGT = "我是一个学生", "I am a student"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread, and much faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,32 @@ def test_one_head_is_drawn_alone_with_its_values(translator):
     np.testing.assert_allclose(values, view.weights[1].ravel(), atol=0.005)
 
 
+def test_language_model_self_attention():
+    from aiayn.data.tokenizers import load_tokenizer
+    from aiayn.modeldir import load_model_dir
+
+    loaded = load_model_dir(tiny_lm_model_dir())
+    tokenizer = load_tokenizer(loaded.tokenizer_path("text"))
+    model, text = loaded.model, "the cat sat"
+    ids = torch.tensor([tokenizer.encode(text)])
+    # The maps come from the model's own forward pass: its embedding, then its decoder stack.
+    with torch.no_grad():
+        hidden, _, _ = model.decoder(viz._lm_embed(model, ids))
+        torch.testing.assert_close(model.lm_head(hidden), model(ids))
+    for layer in (0, 1):
+        view = viz.lm_attention(model, tokenizer, text, layer)
+        assert view.kind == "self" and view.weights.shape == (2, len(text), len(text))
+        assert view.query_tokens == view.key_tokens == list(text)
+        assert view.next_tokens == [*text[1:], "…"]
+        np.testing.assert_allclose(view.weights.sum(-1), 1.0, atol=1e-5)
+        upper = np.triu(np.ones((len(text), len(text)), dtype=bool), k=1)
+        assert (view.weights[:, upper] == 0).all()  # causal: nothing from the future
+    with pytest.raises(AiaynError, match="layer 2 does not exist"):
+        viz.lm_attention(model, tokenizer, text, 2)
+    with pytest.raises(AiaynError, match="the model reads at most 48"):
+        viz.lm_attention(model, tokenizer, "the cat " * 7, 0)
+
+
 def test_plot_translation_attention_writes_a_png_of_the_figure_size(translator, tmp_path):
     out = tmp_path / "sub" / "attention.png"
     view = viz.plot_translation_attention(translator, SRC, TGT, out)
@@ -131,6 +166,7 @@ def test_display_token_drops_the_word_marker():
     assert viz.display_token("▁student") == "student"
     assert viz.display_token("ent") == "ent"
     assert viz.display_token("▁") == "▁"
+    assert [viz.display_token(t) for t in (" ", "\n", "\t")] == ["▁", "↵", "⇥"]
 
 
 def test_positions_picture(tmp_path):
@@ -228,7 +264,24 @@ def test_cli_attention(tmp_path, capsys):
     model = tiny_translation_model_dir()
     out = tmp_path / "a.png"
     args = ["attention", "--model", str(model), SRC, "--out", str(out), "--device", "cpu"]
-    assert main([*args, "--kind", "encoder", "--layer", "0", "--head", "1", "--beam", "1"]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--kind",
+                "encoder",
+                "--layer",
+                "0",
+                "--head",
+                "1",
+                "--beam",
+                "1",
+                "--max-len",
+                "4",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "encoder" and result["layer"] == 0 and result["heads"] == [1]
     assert result["query_tokens"] == ["▁", *SRC, "<eos>"]
@@ -237,6 +290,19 @@ def test_cli_attention(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["translation"] == TGT and result["heads"] == [0, 1]
     assert result["query_tokens"] == ["<bos>", "▁I", "▁am", "▁a", "▁student"]
+
+
+def test_cli_attention_language_model(tmp_path, capsys):
+    pytest.importorskip("aiayn.apps.lm")
+    out = tmp_path / "lm.png"
+    args = ["attention", "--model", str(tiny_lm_model_dir()), "the cat", "--out", str(out)]
+    assert main([*args, "--head", "-1", "--layer", "0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "self" and result["heads"] == [1] and result["layer"] == 0
+    assert result["query_tokens"] == list("the cat")
+    assert _png_size(out)[0] > 300
+    assert main([*args, "--kind", "cross"]) == 2
+    assert "only self-attention" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 * :func:`attention_figure` draws attention weights ``(H, T, S)`` (or one head ``(T, S)``) as heatmaps,
   one panel per head, queries down the side, keys along the top, with a shared colour bar.
 * :func:`translation_attention` computes the maps a translation model produces for a sentence pair
-  (teacher-forced pass ``src -> tgt``), and :func:`plot_translation_attention` draws and saves them.
+  (teacher-forced pass ``src -> tgt``), and :func:`plot_translation_attention` draws and saves them;
+  :func:`lm_attention` does the same for a GPT's causal self-attention over a text.
 * :func:`plot_positions` draws the paper's sinusoidal encoding and the dot products between positions.
 * :func:`plot_metrics` draws loss, validation loss, BLEU and learning rate from ``metrics.jsonl``.
 
@@ -30,9 +31,8 @@ import numpy as np
 
 from .errors import AiaynError, DataError
 
-if (
-    TYPE_CHECKING
-):  # imported for annotations only: viz must not pull the model code in at import time
+# For annotations only: importing viz must not pull in matplotlib or the model code.
+if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .translation import Translator
@@ -50,6 +50,7 @@ _KIND_TITLES = {
     "cross": "cross-attention (decoder queries → encoder keys)",
     "encoder": "encoder self-attention",
     "decoder": "decoder self-attention (causal)",
+    "self": "self-attention (causal)",
 }
 
 #: Fonts with CJK glyphs, in order of preference (Debian/Ubuntu, Fedora, Arch, macOS, Windows).
@@ -180,14 +181,21 @@ def _warn_no_cjk_font() -> None:
     log.warning(CJK_INSTALL_HINT)
 
 
+#: How a whitespace token is labelled (a blank label would look like a missing one).
+_BLANK_LABELS = {"\n": "\u21b5", "\t": "\u21e5", "\r": "\u21b5"}
+
+
 def display_token(token: str) -> str:
     """A token as it is labelled on an axis: the BPE word-start marker ``▁`` is dropped.
 
     A token that is nothing but the marker (a sentence that begins with a CJK character starts with
-    one) keeps it, so no label is ever empty.
+    one) keeps it, as does a space of a character-level model (``▁``, as SentencePiece writes it);
+    a line break is ``↵`` and a tab ``⇥``, so no label is ever blank.
     """
     stripped = token.replace(_METASPACE, "")
-    return stripped if stripped else token
+    if stripped in _BLANK_LABELS:
+        return _BLANK_LABELS[stripped]
+    return stripped if stripped.strip() else _METASPACE
 
 
 # ---- saving ----------------------------------------------------------------------------------------
@@ -285,7 +293,6 @@ def attention_figure(
     n_labels = None if next_tokens is None else [f"→ {display_token(t)}" for t in next_tokens]
     setup_fonts([title, *q_labels, *k_labels, *(n_labels or [])])
 
-    rows, cols = _grid(len(heads))
     size = _label_size(max(T, S))
     annotate = len(heads) == 1 and T <= 14 and S <= 14
     rotate = 90 if max(map(len, k_labels), default=0) > 2 else 0
@@ -297,6 +304,10 @@ def attention_figure(
     top_h = max((_text_width(t, size) for t in k_labels), default=0.0) if rotate else size / 72
     panel_w = cell * S + left_w + right_w + 0.15
     panel_h = cell * T + top_h + 0.7 + (0.35 if len(heads) > 1 else 0.0)
+    rows, cols = _grid(len(heads))
+    while cols > 1 and cols * panel_w > 16.0:  # wide maps (long sources) stack instead
+        cols = math.ceil(cols / 2)
+        rows = math.ceil(len(heads) / cols)
     width = cols * panel_w + 1.0  # + the colour bar
     title = _wrap_title(title, width)
     title_h = 0.3 * (title.count("\n") + 1) if title else 0.0
@@ -378,14 +389,15 @@ class AttentionView:
     """One layer's attention maps for one sentence pair: what a heatmap draws.
 
     Attributes:
-        kind: ``cross``, ``encoder`` or ``decoder``.
+        kind: ``cross``, ``encoder`` or ``decoder`` (translation models); ``self`` (language models).
         layer: the layer index (non-negative).
         num_layers: layers of this kind in the model.
         weights: ``(H, T, S)`` float32 array; row t sums to 1.
         query_tokens: the T query tokens (raw tokenizer strings).
         key_tokens: the S key tokens.
         next_tokens: for decoder-side queries, the token each query position predicts (the target
-            tokens shifted by one, ending in ``<eos>``); None for encoder self-attention.
+            tokens shifted by one, ending in ``<eos>``; a language model's last guess is ``…``);
+            None for encoder self-attention.
     """
 
     kind: str
@@ -448,6 +460,23 @@ def translation_attention(
     return AttentionView(kind, layer % n, n, weights, sides[q_side], sides[k_side], next_tokens)
 
 
+def plot_attention_view(view: AttentionView, path: str | Path, head: int | None = None) -> Path:
+    """Draw ``view`` (a grid of all heads, or the one ``head`` with its values) into ``path``.
+
+    Raises:
+        AiaynError: ``head`` does not exist.
+    """
+    H = view.weights.shape[0]
+    if head is not None and not -H <= head < H:
+        raise AiaynError(f"head {head} does not exist: the map has {H} heads (0..{H - 1})")
+    heads = None if head is None else [head % H]
+    title = view.title if head is None else f"{view.title}, head {head % H}"
+    fig = attention_figure(
+        view.weights, view.query_tokens, view.key_tokens, title, heads, view.next_tokens
+    )
+    return save_figure(fig, path)
+
+
 def plot_translation_attention(
     translator: Translator,
     src_text: str,
@@ -472,13 +501,57 @@ def plot_translation_attention(
         The maps that were drawn (all heads of the layer, whichever were drawn).
     """
     view = translation_attention(translator, src_text, tgt_text, kind, layer)
-    heads = None if head is None else [head]
-    title = view.title if head is None else f"{view.title}, head {head % view.weights.shape[0]}"
-    fig = attention_figure(
-        view.weights, view.query_tokens, view.key_tokens, title, heads, view.next_tokens
-    )
-    save_figure(fig, path)
+    plot_attention_view(view, path, head)
     return view
+
+
+def lm_attention_maps(model: Any, ids: Sequence[int]) -> list[Any]:
+    """Per-layer causal self-attention weights ``(1, H, T, T)`` of a GPT over the token ``ids``."""
+    import torch
+
+    device = next(model.parameters()).device
+    x = torch.tensor([list(ids)], device=device)  # (1, T)
+    if hasattr(model, "attention_maps"):  # a model that offers its maps itself
+        return model.attention_maps(x)
+    with torch.inference_mode():
+        _, weights, _ = model.decoder(_lm_embed(model, x), need_weights=True)
+    return weights
+
+
+def _lm_embed(model: Any, x: Any) -> Any:
+    """GPT.forward's input to the decoder stack: token + position embeddings (1, T) -> (1, T, D)."""
+    import torch
+
+    positions = torch.arange(x.shape[1], device=x.device)  # (T,)
+    return model.dropout(model.tok_emb(x) + model.pos_emb(positions))
+
+
+def lm_attention(model: Any, tokenizer: Any, text: str, layer: int = -1) -> AttentionView:
+    """One layer's self-attention of a GPT language model over ``text``.
+
+    Args:
+        model: a :class:`~aiayn.models.gpt.GPT`.
+        tokenizer: its tokenizer.
+        text: the text (at most the model's ``max_len`` tokens).
+        layer: layer index; negative counts from the last.
+
+    Raises:
+        AiaynError: empty or too long a text, or a layer that does not exist.
+    """
+    ids = tokenizer.encode(text)
+    if not ids:
+        raise AiaynError("the text has no tokens")
+    if len(ids) > model.config.max_len:
+        raise AiaynError(
+            f"the text has {len(ids)} tokens; the model reads at most {model.config.max_len}"
+        )
+    maps = lm_attention_maps(model, ids)
+    n = len(maps)
+    if not -n <= layer < n:
+        raise AiaynError(f"layer {layer} does not exist: the model has {n} layers (0..{n - 1})")
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    weights = _as_numpy(maps[layer][0])  # (H, T, T)
+    return AttentionView("self", layer % n, n, weights, tokens, tokens, [*tokens[1:], "…"])
 
 
 # ---- positions -------------------------------------------------------------------------------------
@@ -557,7 +630,9 @@ def plot_positions(path: str | Path, max_len: int = 100, d_model: int = 128) -> 
 
 #: metrics.jsonl keys drawn by :func:`plot_metrics`, in panel order: (panel title, [(key, label)]).
 _METRIC_PANELS = (
-    ("loss (nats per token)", (("loss", "training"), ("val_loss", "validation"))),
+    # The training objective may include label smoothing (translation) and so sit above the plain
+    # cross-entropy measured on validation data.
+    ("loss (nats per token)", (("loss", "training objective"), ("val_loss", "validation CE"))),
     ("BLEU (validation)", (("bleu", "BLEU"),)),
     ("learning rate", (("lr", "learning rate"),)),
 )

@@ -6,13 +6,17 @@ small JSON API on the standard library's :class:`~http.server.ThreadingHTTPServe
 ``GET /``                 the page
 ``GET /api/info``         the model: kind, layers, heads, the endpoint to call, the input limits
 ``POST /api/translate``   ``{"text": ...}`` -> the translation, the tokens, and every attention map
-                          (translation models; ``POST /api/run`` is the same for any model kind)
+                          (translation models)
+``POST /api/generate``    ``{"text": ...}`` -> the continuation, its tokens and the self-attention
+                          maps (GPT language models)
+``POST /api/run``         the model's own endpoint, whatever its kind
 
 A translation response holds ``translation``, ``source_tokens`` (+ ``<eos>``), ``target_tokens``
 (``<bos>`` + ...), ``next_tokens`` (what each target position predicts) and
 ``attention = {"cross" | "encoder" | "decoder": [layer][head][query][key]}``, plus ``views``, which
-tells the page which token list labels the queries and keys of each kind. Another model kind is one
-more backend class in :data:`BACKENDS` that returns the same shape (its own views and token lists).
+tells the page which token list labels the queries and keys of each kind. A GPT's response has
+``continuation``, ``tokens`` (prompt and continuation) and ``attention = {"self": ...}``. Another
+model kind is one more backend class in :data:`BACKENDS` returning the same shape.
 
 Requests are checked before any model code runs: the body must be JSON (``Content-Type:
 application/json``, which also stops other web sites from posting to the page without a CORS
@@ -41,6 +45,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import AiaynError
+from ..viz import lm_attention_maps
 from .commands import add_device, positive_int, resolve_device
 
 log = logging.getLogger("aiayn.serve")
@@ -127,6 +132,7 @@ class TranslationBackend:
     def info(self) -> dict[str, Any]:
         return {
             "task": "translate",
+            "input_label": "Sentence",
             "action": "Translate",
             "output_label": "Translation",
             "layers": self.layers,
@@ -142,9 +148,7 @@ class TranslationBackend:
             raise AiaynError(f"the text has {n_tokens} tokens; the limit is {limit}")
         if n_tokens == 0:
             raise AiaynError("the text has no tokens")
-        translation = tr.translate(
-            [text], beam=self.beam, max_len=self.limits.max_output_tokens
-        )[0]
+        translation = tr.translate([text], beam=self.beam, max_len=self.limits.max_output_tokens)[0]
         maps = tr.attention(text, translation)
         source_tokens, target_tokens = tr.tokens_of(text, translation)
         return {
@@ -166,6 +170,7 @@ class TranslationBackend:
                     "label": "cross-attention (translation → source)",
                     "queries": "target_tokens",
                     "keys": "source_tokens",
+                    "next": "next_tokens",
                 },
                 {
                     "name": "encoder",
@@ -178,15 +183,92 @@ class TranslationBackend:
                     "label": "decoder self-attention (translation → translation, causal)",
                     "queries": "target_tokens",
                     "keys": "target_tokens",
+                    "next": "next_tokens",
                 },
             ],
         }
 
 
-#: model kind -> backend class. A GPT backend (``generate`` + its self-attention maps) is one more
-#: entry: a class with ``kind = "gpt"``, ``endpoint = "/api/generate"``, ``info()`` and ``run(text)``
-#: returning ``output``, its token lists, ``attention = {"self": [layer][head][T][T]}`` and ``views``.
-BACKENDS: dict[str, type] = {"transformer": TranslationBackend}
+class GenerationBackend:
+    """Serves a GPT language model: the continuation of the text, and its self-attention.
+
+    Sampling follows ``aiayn generate``'s defaults (temperature 0.8) with a fixed seed, so the same
+    text always gets the same continuation.
+
+    Args:
+        loaded: the model directory, loaded.
+        limits: the request limits (``max_output_tokens`` bounds the continuation).
+        beam: unused (translation only).
+        temperature: sampling temperature (0 = greedy).
+    """
+
+    kind = "gpt"
+    endpoint = "/api/generate"
+
+    def __init__(
+        self, loaded: Any, limits: ServeLimits, beam: int = 4, temperature: float = 0.8
+    ) -> None:
+        from .lm import LanguageModel
+
+        self.lm = LanguageModel(loaded)
+        self.limits = limits
+        self.temperature = temperature
+        self.name = loaded.directory.name
+        config = loaded.config
+        self.max_len = config.max_len
+        self.layers = {"self": config.num_layers}
+        self.heads = config.num_heads
+        self.d_model = config.d_model
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "task": "generate",
+            "input_label": "Text to continue",
+            "action": "Generate",
+            "output_label": "Continuation",
+            "layers": self.layers,
+            "heads": self.heads,
+            "d_model": self.d_model,
+        }
+
+    def run(self, text: str) -> dict[str, Any]:
+        tok = self.lm.tokenizer
+        limit = min(self.limits.max_tokens, self.max_len - 1)
+        n_tokens = len(tok.encode(text))
+        if n_tokens > limit:
+            raise AiaynError(f"the text has {n_tokens} tokens; the limit is {limit}")
+        if n_tokens == 0:
+            raise AiaynError("the text has no tokens")
+        new_tokens = min(self.limits.max_output_tokens, self.max_len - n_tokens)
+        continuation = self.lm.generate(
+            text, max_new_tokens=new_tokens, temperature=self.temperature, seed=0
+        )
+        ids = tok.encode(text + continuation)[: self.max_len]
+        tokens = [tok.id_to_token(i) for i in ids]
+        return {
+            "input": text,
+            "output": continuation,
+            "continuation": continuation,
+            "tokens": tokens,
+            "prompt_length": n_tokens,
+            # Position t reads token t and predicts token t + 1; the last one's guess isn't shown.
+            "next_tokens": [*tokens[1:], "…"],
+            "attention": {"self": _rounded(lm_attention_maps(self.lm.model, ids))},
+            "views": [
+                {
+                    "name": "self",
+                    "label": "self-attention (causal)",
+                    "queries": "tokens",
+                    "keys": "tokens",
+                    "next": "next_tokens",
+                }
+            ],
+        }
+
+
+#: model kind -> backend class: ``kind``, ``endpoint``, ``info()`` and ``run(text)`` returning
+#: ``output``, token lists, ``attention = {view: [layer][head][query][key]}`` and ``views``.
+BACKENDS: dict[str, type] = {"transformer": TranslationBackend, "gpt": GenerationBackend}
 
 
 def make_backend(loaded: Any, limits: ServeLimits, beam: int = 4) -> Backend:
@@ -209,7 +291,13 @@ def make_backend(loaded: Any, limits: ServeLimits, beam: int = 4) -> Backend:
 
 def load_page() -> tuple[bytes, str]:
     """The page's bytes and its Content-Security-Policy (hashes of its inline script and style)."""
-    html = resources.files("aiayn").joinpath(PAGE_RESOURCE).read_text(encoding="utf-8")
+    try:
+        html = resources.files("aiayn").joinpath(PAGE_RESOURCE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AiaynError(
+            f"aiayn/{PAGE_RESOURCE} is missing from the installed package (it is package data; "
+            "reinstall aiayn)"
+        ) from None
 
     def hashes(tag: str) -> str:
         blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
@@ -320,6 +408,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(e.status, {"error": e.message})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away; nothing to answer
+        except TimeoutError:
+            log.info("%s: the request body did not arrive in time", self.address_string())
+            self.close_connection = True
         except Exception:
             log.exception("internal error while answering %s %s", method, self.path[:200])
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error"})
@@ -332,7 +423,9 @@ class Handler(BaseHTTPRequestHandler):
         """
         if not self.server.loopback_only:
             return
-        host = self.headers.get("Host", "")
+        host = self.headers.get("Host")
+        if host is None:  # an HTTP/1.0 client; a browser always names the host
+            return
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if name.lower() not in _LOOPBACK_NAMES:
             raise RequestError(HTTPStatus.FORBIDDEN, "this server answers only to localhost")
@@ -471,7 +564,7 @@ class Handler(BaseHTTPRequestHandler):
             self.command = "GET"
         self._send_json(status, {"error": message or status.phrase})
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+    def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
 

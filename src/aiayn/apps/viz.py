@@ -9,43 +9,68 @@ from pathlib import Path
 from ..errors import AiaynError
 from .commands import add_device, positive_int, resolve_device
 
-KINDS = ("cross", "encoder", "decoder")
+TRANSLATION_KINDS = ("cross", "encoder", "decoder")
 
 
 def _cmd_attention(args: argparse.Namespace) -> int:
     from ..modeldir import load_model_dir
-    from ..viz import plot_translation_attention
 
     if not args.text.strip():
         raise AiaynError("TEXT is empty: give the sentence whose attention to draw")
     loaded = load_model_dir(args.model, resolve_device(args.device))
-    if loaded.kind != "transformer":
+    if loaded.kind == "transformer":
+        view, output = _translation_view(loaded, args)
+    elif loaded.kind == "gpt":
+        view, output = _lm_view(loaded, args)
+    else:
         raise AiaynError(
-            f"{args.model}: `aiayn attention` draws translation (transformer) models; "
-            f"this is a {loaded.kind} model"
+            f"{args.model}: `aiayn attention` draws translation (transformer) and language (gpt) "
+            f"models; this is a {loaded.kind} model"
         )
-    from ..translation import Translator
+    from ..viz import plot_attention_view
 
-    translator = Translator(loaded)
-    # The maps come from a teacher-forced pass over (source, translation): the model's own output
-    # unless the user gives the target side.
-    target = args.target
-    if target is None:
-        target = translator.translate([args.text], beam=args.beam)[0]
-    view = plot_translation_attention(
-        translator, args.text, target, args.out, kind=args.kind, layer=args.layer, head=args.head
-    )
+    plot_attention_view(view, args.out, args.head)
+    H = view.weights.shape[0]
     result = {
         "out": str(args.out),
-        "translation": target,
+        **output,
         "kind": view.kind,
         "layer": view.layer,
-        "heads": list(range(view.weights.shape[0])) if args.head is None else [args.head],
+        "heads": list(range(H)) if args.head is None else [args.head % H],
         "query_tokens": view.query_tokens,
         "key_tokens": view.key_tokens,
     }
     print(json.dumps(result, ensure_ascii=False))
     return 0
+
+
+def _translation_view(loaded, args: argparse.Namespace):
+    from ..translation import Translator
+    from ..viz import translation_attention
+
+    kind = args.kind or "cross"
+    if kind not in TRANSLATION_KINDS:
+        raise AiaynError(f"--kind {kind}: a translation model has {', '.join(TRANSLATION_KINDS)}")
+    translator = Translator(loaded)
+    # The maps come from a teacher-forced pass over (source, translation): the model's own output
+    # unless the user gives the target side.
+    target = args.target
+    if target is None:
+        target = translator.translate([args.text], beam=args.beam, max_len=args.max_len)[0]
+    view = translation_attention(translator, args.text, target, kind, args.layer)
+    return view, {"translation": target}
+
+
+def _lm_view(loaded, args: argparse.Namespace):
+    from ..data.tokenizers import load_tokenizer
+    from ..viz import lm_attention
+
+    if args.kind not in (None, "self"):
+        raise AiaynError(f"--kind {args.kind}: a language model has only self-attention (self)")
+    if args.target is not None:
+        raise AiaynError("--target is for translation models")
+    tokenizer = load_tokenizer(loaded.tokenizer_path("text"))
+    return lm_attention(loaded.model, tokenizer, args.text, args.layer), {}
 
 
 def _cmd_plot_positions(args: argparse.Namespace) -> int:
@@ -60,7 +85,11 @@ def _cmd_plot_metrics(args: argparse.Namespace) -> int:
     from ..viz import plot_metrics
 
     source = Path(args.run)
-    out = Path(args.out) if args.out else (source if source.is_dir() else source.parent) / "metrics.png"
+    out = (
+        Path(args.out)
+        if args.out
+        else (source if source.is_dir() else source.parent) / "metrics.png"
+    )
     drawn = plot_metrics(source, out)
     summary = {key: {"points": len(points), "last": points[-1][1]} for key, points in drawn.items()}
     print(json.dumps({"out": str(out), "series": summary}))
@@ -70,18 +99,26 @@ def _cmd_plot_metrics(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attention",
-        help="draw a translation model's attention as heatmaps (tokens on the axes)",
-        description="Translate TEXT, then draw the attention of the teacher-forced pass "
-        "TEXT -> translation: all heads of a layer as a grid, or one head with its values.",
+        help="draw a model's attention as heatmaps (tokens on the axes)",
+        description="Translation models: translate TEXT, then draw the attention of the "
+        "teacher-forced pass TEXT -> translation. Language models (GPT): draw the self-attention "
+        "over TEXT. All heads of a layer as a grid, or one head with its values.",
     )
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("text", metavar="TEXT", help="the source sentence")
-    p.add_argument("--out", required=True, type=Path, help="picture file (.png; .svg/.pdf work too)")
-    p.add_argument("--kind", choices=KINDS, default="cross", help="which attention (default cross)")
+    p.add_argument("text", metavar="TEXT", help="the source sentence (or text, for a GPT)")
+    p.add_argument(
+        "--out", required=True, type=Path, help="picture file (.png; .svg/.pdf work too)"
+    )
+    p.add_argument(
+        "--kind",
+        choices=(*TRANSLATION_KINDS, "self"),
+        help="which attention: cross (default), encoder or decoder; self for a GPT",
+    )
     p.add_argument("--layer", type=int, default=-1, help="layer, 0-based; -1 = last (default)")
     p.add_argument("--head", type=int, help="one head, 0-based (default: all heads as a grid)")
     p.add_argument("--target", help="draw for this translation instead of the model's own")
     p.add_argument("--beam", type=positive_int, default=4, help="beam size for translating TEXT")
+    p.add_argument("--max-len", type=positive_int, help="maximum output tokens of the translation")
     add_device(p)
     p.set_defaults(func=_cmd_attention)
 
