@@ -42,6 +42,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         accumulate=args.accumulate,
         clip_norm=args.clip_norm,
+        scheduled_sampling=args.scheduled_sampling,
+        guided_attention=args.guided_attention,
+        eval_every=args.eval_every,
+        log_every=args.log_every,
     )
     print(json.dumps(summary))
     return 0
@@ -171,10 +175,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
     p.add_argument("--batch-tokens", type=positive_int, help="tokens per batch (per side)")
     p.add_argument("--accumulate", type=positive_int, default=1, help="micro-batches per step")
+    p.add_argument("--eval-every", type=positive_int, help="steps between validations/checkpoints")
+    p.add_argument("--log-every", type=positive_int, help="steps between metrics.jsonl lines")
     p.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping (0 = off)")
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--scheduled-sampling",
+        metavar="KIND",
+        choices=("linear", "exponential", "inverse-sigmoid"),
+        help="decay the teacher-forcing probability (Bengio et al. 2015): linear, exponential, "
+        "inverse-sigmoid",
+    )
+    p.add_argument(
+        "--guided-attention",
+        metavar="WEIGHT",
+        type=float,
+        default=0.0,
+        help="weight of the guided-attention loss for monotonic tasks (default 0 = off)",
+    )
     add_seed(p)
     add_device(p)
     p.set_defaults(func=_cmd_train)
