@@ -1,0 +1,98 @@
+"""Bad input anywhere a user reaches gives one clear message, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aiayn.cli import main
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(junk=st.binary(min_size=1, max_size=300))
+def test_junk_corpus_files_never_crash_the_cli(tmp_path, capsys, junk):
+    path = tmp_path / "junk.tsv"
+    path.write_bytes(junk + b"\x00")  # a NUL makes sure the file can never be a valid corpus
+    code, err = _run(
+        [
+            "train",
+            "translate",
+            "--train",
+            str(path),
+            "--out",
+            str(tmp_path / "m"),
+            "--max-steps",
+            "1",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 2
+    assert str(path) in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["translate", "--model", "/nonexistent/model", "hi"],
+        ["evaluate", "--model", "/nonexistent/model", "--test", "builtin:zh-en"],
+        ["train", "translate", "--train", "builtin:nope", "--out", "/tmp/x", "--max-steps", "1"],
+        ["train", "translate", "--train", "/nonexistent.tsv", "--out", "/tmp/x"],
+        ["info", "--preset", "gigantic"],
+        ["info", "--set", "d_model=abc"],
+        ["info", "--set", "d_model=30", "--set", "num_heads=4"],
+        ["info", "--set", "no_such_field=1"],
+    ],
+)
+def test_bad_arguments_and_paths_exit_2_with_a_message(argv, capsys):
+    code, err = _run(argv, capsys)
+    assert code == 2, err
+    assert err.strip() and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["translate", "--model", "m", "--beam", "0", "x"],
+        ["train", "translate", "--train", "x", "--out", "y", "--max-steps", "-5"],
+        ["train", "translate", "--train", "x", "--out", "y", "--max-minutes", "nan"],
+        ["translate"],
+        ["no-such-command"],
+    ],
+)
+def test_out_of_range_values_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error" in err and "Traceback" not in err
+
+
+def test_model_directory_problems(tmp_path, capsys):
+    d = tmp_path / "model"
+    d.mkdir()
+    code, err = _run(["translate", "--model", str(d), "x"], capsys)
+    assert code == 2 and "config.json" in err
+    (d / "config.json").write_text("{not json")
+    code, err = _run(["translate", "--model", str(d), "x"], capsys)
+    assert code == 2 and "not valid JSON" in err
+    (d / "config.json").write_text(json.dumps({"format": "aiayn", "kind": "gpt", "config": {}}))
+    code, err = _run(["translate", "--model", str(d), "x"], capsys)
+    assert code == 2 and "gpt" in err
+    (d / "config.json").write_text(
+        json.dumps({"format": "aiayn", "kind": "transformer", "config": {"d_model": -1}})
+    )
+    code, err = _run(["translate", "--model", str(d), "x"], capsys)
+    assert code == 2 and "config" in err
