@@ -29,6 +29,7 @@ from .modeldir import LoadedModel, load_model_dir, write_model_info
 from .models.seq2seq import PRESETS, Transformer, TransformerConfig
 from .training import distributed
 from .training.losses import label_smoothed_cross_entropy
+from .training.scheduled_sampling import ScheduledSampling, seq2seq_loss
 from .training.schedules import noam
 from .training.trainer import TrainConfig, Trainer, seed_everything
 
@@ -156,8 +157,12 @@ class TranslationTask:
         bleu_sentences: int = 500,
         rank: int = 0,
         world_size: int = 1,
+        scheduled_sampling: ScheduledSampling | None = None,
+        guided_attention: float = 0.0,
     ) -> None:
         self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
+        # The notes' training variants (see aiayn.training.scheduled_sampling.seq2seq_loss).
+        self.scheduled_sampling, self.guided_attention = scheduled_sampling, guided_attention
         self.device, self.label_smoothing = device, label_smoothing
         self.train_ids = encode_pairs(train_pairs, src_tok, tgt_tok, max_len)
         self.valid_pairs = list(valid_pairs)
@@ -178,8 +183,18 @@ class TranslationTask:
         return batch.num_tgt_tokens
 
     def loss(self, model: nn.Module, batch: Seq2SeqBatch, step: int) -> tuple[torch.Tensor, int]:
-        logits = model(batch.src, batch.tgt_in, batch.src_key_mask)  # (B, T, V)
-        return label_smoothed_cross_entropy(logits, batch.tgt_out, self.label_smoothing)
+        return seq2seq_loss(
+            model,
+            batch.src,
+            batch.tgt_in,
+            batch.tgt_out,
+            batch.src_key_mask,
+            batch.tgt_key_mask,
+            step,
+            self.label_smoothing,
+            self.scheduled_sampling,
+            self.guided_attention,
+        )
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -251,12 +266,20 @@ def train_translation(
     log_every: int | None = None,
     accumulate: int = 1,
     clip_norm: float = 1.0,
+    compile: bool = False,
+    scheduled_sampling: str | ScheduledSampling | None = None,
+    guided_attention: float = 0.0,
 ) -> dict[str, Any]:
     """Train a translation model into ``out_dir``; returns a summary (steps, time, best BLEU).
 
     Args mirror ``aiayn train translate`` (see CLI.md); ``eval_every``/``log_every`` override the
-    planned validation and logging intervals (in optimizer steps).
+    planned validation and logging intervals (in optimizer steps). ``scheduled_sampling`` is a
+    schedule name (``linear``, ``exponential``, ``inverse-sigmoid``) or a
+    :class:`~aiayn.training.scheduled_sampling.ScheduledSampling`; ``guided_attention`` is the
+    weight of the guided-attention penalty (0 = off).
     """
+    if isinstance(scheduled_sampling, str):
+        scheduled_sampling = ScheduledSampling(scheduled_sampling)
     out_dir = Path(out_dir)
     dist = distributed.setup(torch.device(device))
     device = distributed.device_for(dist, torch.device(device))
@@ -309,6 +332,8 @@ def train_translation(
         model_config.max_len,
         rank=dist.rank,
         world_size=dist.world_size,
+        scheduled_sampling=scheduled_sampling,
+        guided_attention=guided_attention,
     )
     # Adam(0.9, 0.98, 1e-9) and the Noam schedule, as in the paper (section 5.3).
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.peak_lr, betas=(0.9, 0.98), eps=1e-9)
@@ -332,6 +357,7 @@ def train_translation(
             progress=progress,
             accumulate=accumulate,
             clip_norm=clip_norm,
+            compile=compile,
         ),
         dist=dist,
     )

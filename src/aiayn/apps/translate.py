@@ -46,6 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         guided_attention=args.guided_attention,
         eval_every=args.eval_every,
         log_every=args.log_every,
+        compile=args.compile,
     )
     print(json.dumps(summary))
     return 0
@@ -133,15 +134,12 @@ def run_demo(out: Path, device: str = "auto", minutes: float = 4.0, seed: int = 
         "train_seconds": round(train_seconds, 1),
         "translations": translations,
     }
-    try:
-        from ..viz import plot_translation_attention
+    from ..viz import plot_metrics, plot_positions, plot_translation_attention
 
-        plot_translation_attention(
-            translator, NOTES_SENTENCES[0], outputs[0], out / "attention.png"
-        )
-        report["attention_png"] = str(out / "attention.png")
-    except ImportError:  # pictures come with the viz module
-        pass
+    plot_translation_attention(translator, NOTES_SENTENCES[0], outputs[0], out / "attention.png")
+    plot_positions(out / "positions.png")
+    plot_metrics(model_dir / "metrics.jsonl", out / "metrics.png")
+    report["pictures"] = [str(out / n) for n in ("attention.png", "positions.png", "metrics.png")]
     from ..training.checkpoint import atomic_write_text
 
     atomic_write_text(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2))
@@ -181,6 +179,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument(
         "--scheduled-sampling",
         metavar="KIND",

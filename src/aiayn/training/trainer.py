@@ -88,6 +88,8 @@ class TrainConfig:
         seed: seeds Python's and torch's generators.
         max_bad_steps: stop after this many consecutive non-finite losses (each such step is skipped).
         progress: show a tqdm bar on stderr.
+        compile: train through ``torch.compile`` (opt-in: the first step pays the compilation, which
+            is reported apart as ``compile_seconds`` in the first metrics record).
     """
 
     max_steps: int = 1000
@@ -99,6 +101,7 @@ class TrainConfig:
     seed: int = 0
     max_bad_steps: int = 5
     progress: bool = True
+    compile: bool = False
 
 
 class _Stop(Exception):
@@ -138,6 +141,10 @@ class Trainer:
             device = next(model.parameters()).device
             ids = [device.index] if device.type == "cuda" else None
             self.train_model = DistributedDataParallel(model, device_ids=ids)
+        if config.compile:
+            # Only the training forward is compiled; saving and evaluation use the plain module.
+            self.train_model = torch.compile(self.train_model)
+        self._compile_seconds: float | None = None
         self.out_dir = Path(out_dir)
         self.config = config
         self.step = 0  # optimizer steps done
@@ -324,7 +331,12 @@ class Trainer:
                     epoch, index, batch = next(batches)
                     micro.append(batch)
                     position = (epoch, index)
+                step_started = time.monotonic()
                 step_loss, step_tokens = self._train_step(micro)
+                if cfg.compile and self._compile_seconds is None:
+                    self._compile_seconds = time.monotonic() - step_started
+                    log.info("first (compiling) step took %.1f s", self._compile_seconds)
+                    window_start = time.monotonic()  # keep compilation out of tokens/s
                 self.epoch, self.batch_in_epoch = position
                 if not math.isfinite(step_loss):
                     self.bad_steps += 1
@@ -353,6 +365,8 @@ class Trainer:
                         "lr": lr,
                         "tokens_per_s": window_tokens / elapsed,
                     }
+                    if self._compile_seconds is not None and len(self.history) == 0:
+                        record["compile_seconds"] = self._compile_seconds
                     if is_eval:
                         self._evaluate_and_keep_best(record)
                         last_eval_step = self.step
