@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .masks import combine_masks, key_mask_to_attn_mask, make_causal_mask
+from .local_attention import local_attention
+from .masks import combine_masks, key_mask_to_attn_mask, make_causal_mask, make_local_mask
 
 ATTENTION_KINDS = ("dot", "additive")
 
@@ -74,7 +75,8 @@ def scaled_dot_product_attention(
     """
     T, S = q.shape[-2], k.shape[-2]
     if is_causal and T == 1:
-        is_causal = False  # one query, aligned bottom-right, sees every key (a cached decoding step)
+        # One query, aligned bottom-right, sees every key (a cached decoding step): no mask needed.
+        is_causal = False
     if is_causal and (attn_mask is not None or T != S or need_weights):
         # SDPA's own is_causal aligns top-left when T != S; build the bottom-right mask explicitly.
         attn_mask = combine_masks(attn_mask, make_causal_mask(T, S, device=q.device))
@@ -173,6 +175,8 @@ class KVCache:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self.length = 0
+        #: the module's concatenated Q/K/V projection, built on first use (see MultiHeadAttention)
+        self.qkv_weights: tuple[Tensor, Tensor | None] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -275,34 +279,28 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
 
     def _qkv_weights(self) -> tuple[Tensor, Tensor | None]:
-        """``[W_q; W_k; W_v]`` (3D, D) and the biases, concatenated.
-
-        Without autograd (inference, cached decoding) the concatenation is kept and reused until a
-        weight changes: re-concatenating on every decoding step would copy 3·D² values per layer per
-        token, about a sixth of a small GPT's per-token time.
-        """
-        if torch.is_grad_enabled():
-            return self._cat_qkv()
-        projs = (self.q_proj, self.k_proj, self.v_proj)
-        params = [p.weight for p in projs] + [p.bias for p in projs if p.bias is not None]
-        # In-place updates (optimizer steps, load_state_dict) bump _version; .to() changes data_ptr.
-        key = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in params)
-        cached = self.__dict__.get("_qkv_cache")
-        if cached is None or cached[0] != key:
-            cached = (key, *self._cat_qkv())
-            self.__dict__["_qkv_cache"] = cached
-        return cached[1], cached[2]
-
-    def _cat_qkv(self) -> tuple[Tensor, Tensor | None]:
+        """``[W_q; W_k; W_v]`` (3D, D) and the concatenated biases (3D,) or None."""
         weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
         bias = None
         if self.q_proj.bias is not None:
             bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         return weight, bias
 
-    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``."""
-        q, k, v = F.linear(x, *self._qkv_weights()).chunk(3, dim=-1)  # 3 x (B, T, D)
+    def _project_qkv(
+        self, x: Tensor, cache: KVCache | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``.
+
+        During cached decoding the concatenated matrix is built once per cache (weights don't change
+        while decoding) rather than once per token, which would copy 3·D² values per layer per token.
+        """
+        if cache is None:
+            weights = self._qkv_weights()
+        else:
+            if cache.qkv_weights is None:
+                cache.qkv_weights = self._qkv_weights()
+            weights = cache.qkv_weights
+        q, k, v = F.linear(x, *weights).chunk(3, dim=-1)  # 3 x (B, T, D)
         return q, k, v
 
     def _project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -323,6 +321,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         need_weights: bool = False,
         cache: KVCache | None = None,
+        window: int | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value`` (to ``query`` itself when ``key`` is None).
 
@@ -336,6 +335,10 @@ class MultiHeadAttention(nn.Module):
             need_weights: return the per-head weights ``(B, H, T, S)``.
             cache: for incremental decoding. Self-attention appends this step's keys/values; a static
                 (cross-attention) cache computes them from ``key`` on first use and reuses them after.
+            window: truncated self-attention: each query sees keys within this many positions
+                (causal: only earlier ones). Runs the O(T·w) kernel of :mod:`aiayn.local_attention`
+                when it can (dot scoring, no cache, no weights, no extra mask); otherwise the same
+                window as a mask (:func:`aiayn.masks.make_local_mask`).
 
         Returns:
             ``(output (B, T, D), weights (B, H, T, S) or None)``.
@@ -343,7 +346,7 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = query.shape
         static = cache is not None and cache.static
         if key is None and not static:  # self-attention
-            q, k, v = (self._split(x) for x in self._project_qkv(query))  # 3 x (B, H, T, Dh)
+            q, k, v = (self._split(x) for x in self._project_qkv(query, cache))  # 3 x (B, H, T, Dh)
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, H, S, Dh), S = cached + T
         else:
@@ -361,11 +364,18 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     cache.set(k, v)
 
+        dropout_p = self.dropout if self.training else 0.0
+        if window is not None:
+            local = key is None and cache is None and attn_mask is None
+            if local and self.additive is None and not need_weights:
+                out = local_attention(q, k, v, window, is_causal, key_mask, dropout_p)  # (B, H, T, Dh)
+                return self.out_proj(out.transpose(1, 2).reshape(B, T, self.d_model)), None
+            local_mask = make_local_mask(T, k.shape[-2], window, is_causal, device=q.device)
+            attn_mask = combine_masks(attn_mask, local_mask)
         mask = combine_masks(
             None if key_mask is None else key_mask_to_attn_mask(key_mask),
             attn_mask,
         )
-        dropout_p = self.dropout if self.training else 0.0
         if self.additive is not None:
             out, weights = additive_attention(q, k, v, self.additive, mask, is_causal, dropout_p)
             weights = weights if need_weights else None
