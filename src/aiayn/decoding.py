@@ -362,6 +362,7 @@ def stream_generate(
     stop: StopFn | None = None,
     use_cache: bool = True,
     pad_id: int = 0,
+    suppress: Sequence[int] = (),
 ) -> Iterator[list[int | None]]:
     """Continue each prompt, yielding one token per prompt per step as soon as it is chosen.
 
@@ -388,6 +389,7 @@ def stream_generate(
         stop: called after each new token; True finishes that prompt (the token is kept).
         use_cache: decode with the KV cache (False recomputes the window every step; for tests).
         pad_id: the id written into padding (any valid id; it is masked out).
+        suppress: token ids never generated (e.g. ``<pad>``, ``<bos>``, ``<unk>``).
 
     Yields:
         Per step, a list with one entry per prompt: its new token, or None when it has finished.
@@ -416,6 +418,7 @@ def stream_generate(
     cache = None
     next_pos: Tensor | None = None  # (N, 1) position of each row's next token (cached path)
     refill = True  # (re)build the window: at the start and whenever a row's window slides
+    banned = torch.tensor(sorted(set(suppress)), dtype=torch.long, device=device)
 
     for _ in range(max_new_tokens):
         if n - min(starts) > c.max_len:
@@ -447,7 +450,10 @@ def stream_generate(
             if use_cache:
                 next_pos = (positions[..., -1:] + 1).expand(len(rows), 1).clone()  # (N, 1)
             refill = False
-        token = sample_next(logits[:, -1], temperature, top_k, top_p, generator)  # (N,)
+        logits = logits[:, -1]  # (N, V)
+        if banned.numel():
+            logits = logits.index_fill(-1, banned, float("-inf"))
+        token = sample_next(logits, temperature, top_k, top_p, generator)  # (N,)
         ids[:, n] = token
         n += 1
 
@@ -492,6 +498,7 @@ def generate(
     stop: StopFn | None = None,
     use_cache: bool = True,
     pad_id: int = 0,
+    suppress: Sequence[int] = (),
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (without ``<eos>``).
 
@@ -510,6 +517,7 @@ def generate(
         stop=stop,
         use_cache=use_cache,
         pad_id=pad_id,
+        suppress=suppress,
     ):
         for b, t in enumerate(step):
             if t is not None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +34,12 @@ from ..errors import AiaynError
 from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
 from .train_group import train_subparsers
 
+if TYPE_CHECKING:
+    from ..data.wordpiece import WordPieceTokenizer
+
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
-#: Ignored label of unscored positions (torch's cross-entropy default).
-IGNORE = -100
 
 
 # ---- schedules -----------------------------------------------------------------------------------
@@ -46,9 +47,11 @@ class WarmupCosineBudget:
     """Learning rate for the trainer: linear warm-up, then cosine decay over a step *or time* budget.
 
     With only ``max_steps``, this is :func:`aiayn.training.schedules.warmup_cosine`. With a time budget
-    the number of steps is unknown in advance, so the decay follows whichever budget is further used
-    up: ``progress = max(step / max_steps, elapsed / max_seconds)``. The rate then reaches its floor
-    when the time runs out instead of being cut off half-way down the cosine.
+    the number of steps is unknown in advance, so both phases follow whichever budget is further used
+    up: warm-up ends after ``warmup`` steps or ``warmup_fraction`` of the time, whichever comes first,
+    and the decay runs over ``progress = max(step / max_steps, elapsed / max_seconds)``. The rate then
+    reaches its floor when the time runs out instead of being cut off half-way down the cosine (or,
+    on a slow machine, before warm-up has even finished).
 
     Args:
         peak: the rate after warm-up.
@@ -57,6 +60,7 @@ class WarmupCosineBudget:
         max_seconds: time budget of this invocation (None = steps only); the clock starts at the
             first call.
         min_ratio: floor as a fraction of ``peak``.
+        warmup_fraction: longest warm-up as a fraction of the time budget.
     """
 
     def __init__(
@@ -66,11 +70,13 @@ class WarmupCosineBudget:
         max_steps: int | None,
         max_seconds: float | None = None,
         min_ratio: float = 0.1,
+        warmup_fraction: float = 0.05,
     ) -> None:
         if max_steps is None and max_seconds is None:
             raise ValueError("WarmupCosineBudget needs max_steps or max_seconds")
-        self.peak, self.warmup, self.min_ratio = peak, warmup, min_ratio
+        self.peak, self.warmup, self.min_ratio = peak, max(warmup, 1), min_ratio
         self.max_steps, self.max_seconds = max_steps, max_seconds
+        self.warmup_fraction = warmup_fraction
         self._start: float | None = None
 
     def __call__(self, step: int) -> float:
@@ -80,15 +86,15 @@ class WarmupCosineBudget:
             return warmup_cosine(step, self.peak, self.warmup, self.max_steps, self.min_ratio)
         if self._start is None:
             self._start = time.monotonic()
-        if step <= self.warmup:
-            return warmup_cosine(step, self.peak, self.warmup, self.warmup + 1, self.min_ratio)
-        progress = (time.monotonic() - self._start) / self.max_seconds
+        used = (time.monotonic() - self._start) / self.max_seconds  # fraction of the time
+        warmed = max(step / self.warmup, used / self.warmup_fraction)
+        if warmed < 1:
+            return self.peak * warmed
         if self.max_steps is not None:
-            progress = max(progress, (step - self.warmup) / max(self.max_steps - self.warmup, 1))
-        # warmup_cosine on a fine virtual step grid: same curve, driven by the fraction used up.
+            used = max(used, step / self.max_steps)
+        # The cosine part of warmup_cosine, driven by the fraction used up (on a fine step grid).
         grid = 1_000_000
-        virtual = self.warmup + min(progress, 1.0) * grid
-        return warmup_cosine(virtual, self.peak, self.warmup, self.warmup + grid, self.min_ratio)
+        return warmup_cosine(min(used, 1.0) * grid, self.peak, 0, grid, self.min_ratio)
 
 
 def adamw(model: nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
@@ -120,7 +126,11 @@ class SentenceEncoder:
     """
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, pooling: str = "mean", normalize: bool = True
+        self,
+        model: nn.Module,
+        tokenizer: WordPieceTokenizer,
+        pooling: str = "mean",
+        normalize: bool = True,
     ) -> None:
         from ..models.bert import BertForMaskedLM
 
@@ -310,7 +320,7 @@ class MaskedLMTask:
     def __init__(
         self,
         model: nn.Module,
-        tokenizer: Any,
+        tokenizer: WordPieceTokenizer,
         train_blocks: Tensor,
         valid_blocks: Tensor,
         batch_size: int,
@@ -381,6 +391,24 @@ def _lines(text: str) -> list[str]:
     return [line for line in (raw.strip() for raw in text.splitlines()) if line]
 
 
+def _resolve_tokenizer(
+    spec: str | Path | WordPieceTokenizer | None, lines: list[str], vocab_size: int
+) -> WordPieceTokenizer:
+    from ..data.wordpiece import WordPieceTokenizer, load_wordpiece
+
+    if spec is None:
+        return WordPieceTokenizer.train(lines, vocab_size)
+    if isinstance(spec, WordPieceTokenizer):
+        return spec.with_max_length(None)
+    if str(spec) == "builtin:minilm":
+        from ..interop.bert import load_minilm_tokenizer
+
+        return load_minilm_tokenizer()
+    if str(spec).startswith("builtin:"):
+        raise AiaynError(f"--tokenizer {spec}: unknown built-in tokenizer (known: builtin:minilm)")
+    return load_wordpiece(spec)
+
+
 def train_mlm(
     text_path: str | Path,
     out_dir: str | Path,
@@ -388,6 +416,7 @@ def train_mlm(
     preset: str = "tiny",
     overrides: list[str] | None = None,
     vocab_size: int = 8000,
+    tokenizer: str | Path | WordPieceTokenizer | None = None,
     seq_len: int = 128,
     batch_size: int = 32,
     lr: float | None = None,
@@ -402,7 +431,11 @@ def train_mlm(
     """Train a BERT with the masked-LM objective on a text file or folder.
 
     Args mirror ``aiayn train mlm``. Without ``valid_path`` the last 5% of the packed blocks (at least
-    one, at most 500) are held out.
+    one, at most 500) are held out. Without ``tokenizer`` a WordPiece vocabulary of ``vocab_size`` is
+    learned from the text; otherwise ``tokenizer`` is used as it is: a tokenizer, a ``tokenizer.json``
+    or ``vocab.txt`` file, or ``builtin:minilm`` (all-MiniLM-L6-v2's 30522-piece vocabulary).
+    A learned vocabulary can differ slightly between runs (``tokenizers`` breaks ties between
+    equally frequent merges in hash-map order); pass a tokenizer for exactly repeatable runs.
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters"}``.
@@ -432,7 +465,7 @@ def train_mlm(
         config = saved.config
         tokenizer = WordPieceTokenizer.from_file(saved.tokenizer_path("text"), config.max_len)
     else:
-        tokenizer = WordPieceTokenizer.train(lines, vocab_size)
+        tokenizer = _resolve_tokenizer(tokenizer, lines, vocab_size)
         config = cfg.apply_overrides(cfg.get_preset("bert", preset), overrides)
         config = replace(config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     seq_len = min(seq_len, config.max_len)
@@ -524,6 +557,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         preset=args.preset,
         overrides=args.set,
         vocab_size=args.vocab_size,
+        tokenizer=args.tokenizer,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -561,6 +595,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
     p.add_argument("--vocab-size", type=positive_int, default=8000, help="WordPiece vocabulary")
+    p.add_argument(
+        "--tokenizer",
+        help="use this tokenizer.json / vocab.txt, or builtin:minilm, instead of learning one",
+    )
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per block")
     p.add_argument("--batch-size", type=positive_int, default=32, help="blocks per batch")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")

@@ -1,10 +1,12 @@
 """The Vision Transformer as an image classifier: ``aiayn train vit``, ``aiayn classify``, evaluation.
 
-Training: AdamW (weight decay on matrices), linear warm-up then cosine decay (over the step or time
-budget), label smoothing 0.1, and random shifts of up to an eighth of the image side as augmentation:
-a ViT has no built-in sense that a shifted picture is the same picture (a CNN gets that from its
-convolutions), so on small data it has to be shown. Pixels are normalised with the training set's
-per-channel mean and standard deviation, which are stored in the model directory with the class names.
+Training: AdamW (weight decay on matrices), linear warm-up then cosine decay (over the step or the
+time budget), label smoothing 0.1, and by default random affine augmentation (rotation up to 10°,
+zoom up to 10%, shift up to an eighth of the side). A ViT has no built-in sense that a shifted or
+slanted picture is the same picture (a CNN gets some of that from its convolutions), so on small data
+it has to be shown: on the digits, affine augmentation lifts test accuracy from about 93-97% to 99%.
+Pixels are normalised with the training set's per-channel mean and standard deviation, which are
+stored in the model directory with the class names.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,14 @@ from ..errors import AiaynError
 from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
 from .train_group import train_subparsers
 
+if TYPE_CHECKING:
+    from ..data.images import ImageSet
+    from ..modeldir import LoadedModel
+
 log = logging.getLogger(__name__)
+
+#: Training augmentations (see :class:`ClassificationTask`).
+AUGMENTATIONS = ("affine", "shift", "none")
 
 __all__ = [
     "ClassificationTask",
@@ -53,7 +62,7 @@ class ImageClassifier:
         AiaynError: the directory lacks the image settings or class names.
     """
 
-    def __init__(self, loaded: Any) -> None:
+    def __init__(self, loaded: LoadedModel) -> None:
         self.model = loaded.model
         info = loaded.info
         try:
@@ -115,7 +124,8 @@ class ClassificationTask:
         mean: ``(C,)`` per-channel mean of the training images.
         std: ``(C,)`` per-channel standard deviation.
         batch_size: images per batch.
-        max_shift: random-shift augmentation, in pixels (0 = none).
+        augment: ``affine`` (random rotation, zoom and shift), ``shift`` (random shift of up to
+            an eighth of the side) or ``none``.
         hflip: also flip images left-right at random (right for photos, wrong for digits and text).
         label_smoothing: mass spread over all classes in the loss.
         seed: order and augmentation depend only on ``(seed, epoch)``, so a resumed run sees the same
@@ -130,12 +140,12 @@ class ClassificationTask:
     def __init__(
         self,
         model: nn.Module,
-        train: Any,
-        valid: Any,
+        train: ImageSet,
+        valid: ImageSet,
         mean: Tensor,
         std: Tensor,
         batch_size: int,
-        max_shift: int,
+        augment: str,
         hflip: bool,
         label_smoothing: float,
         seed: int,
@@ -144,20 +154,27 @@ class ClassificationTask:
     ) -> None:
         self.model, self.train, self.valid = model, train, valid
         self.mean, self.std = mean, std
-        self.batch_size, self.max_shift, self.hflip = batch_size, max_shift, hflip
+        if augment not in AUGMENTATIONS:
+            raise AiaynError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        self.batch_size, self.augment, self.hflip = batch_size, augment, hflip
         self.label_smoothing, self.seed, self.device = label_smoothing, seed, device
         self.info = info
         self.valid_x = _normalize(valid.images, mean, std).to(device)
         self.valid_y = valid.labels.to(device)
 
     def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        from ..data.images import random_shift
+        from ..data.images import random_affine, random_shift
 
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train), generator=gen)
+        side = self.train.images.shape[-1]
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
-            images = random_shift(self.train.images[index], self.max_shift, gen)
+            images = self.train.images[index]
+            if self.augment == "affine":
+                images = random_affine(images, gen)
+            elif self.augment == "shift":
+                images = random_shift(images, max(1, side // 8), gen)
             if self.hflip:
                 flip = torch.rand(len(index), generator=gen) < 0.5
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
@@ -200,7 +217,7 @@ def train_vit(
     lr: float | None = None,
     weight_decay: float = 0.05,
     label_smoothing: float = 0.1,
-    max_shift: int | None = None,
+    augment: str = "affine",
     hflip: bool = False,
     max_steps: int | None = None,
     max_minutes: float | None = None,
@@ -288,13 +305,16 @@ def train_vit(
     batch_size = min(batch_size, len(train_set))
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     if max_steps is None and max_minutes is None:
-        max_steps = 100 * steps_per_epoch
-    peak = lr if lr is not None else (1e-3 if config.d_model <= 256 else 3e-4)
+        max_steps = 200 * steps_per_epoch
+    peak = (
+        lr
+        if lr is not None
+        else (2e-3 if config.d_model <= 128 else 1e-3 if config.d_model <= 256 else 3e-4)
+    )
     warmup = max(10, min(2000, 5 * steps_per_epoch))
     schedule = WarmupCosineBudget(
         peak, warmup, max_steps, None if max_minutes is None else 60 * max_minutes, min_ratio=0.01
     )
-    shift = max(1, size // 8) if max_shift is None else max_shift
     task = ClassificationTask(
         model,
         train_set,
@@ -302,7 +322,7 @@ def train_vit(
         mean,
         std,
         batch_size,
-        shift,
+        augment,
         hflip,
         label_smoothing,
         seed,
@@ -392,7 +412,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         batch_size=args.batch_size,
         lr=args.lr,
-        max_shift=args.max_shift,
+        augment=args.augment,
         hflip=args.hflip,
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
@@ -427,7 +447,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=positive_int, help="resize images to this side (pixels)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch")
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
-    p.add_argument("--max-shift", type=int, help="random-shift augmentation in pixels (0 = off)")
+    p.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default="affine",
+        help="training augmentation: random rotation/zoom/shift (default), shift only, or none",
+    )
     p.add_argument("--hflip", action="store_true", help="random left-right flips (photos)")
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument("--max-minutes", type=positive_float, help="training time of this run")

@@ -141,6 +141,11 @@ class WordPieceTokenizer:
     ) -> WordPieceTokenizer:
         """Learn a WordPiece vocabulary; ``[PAD] [UNK] [CLS] [SEP] [MASK]`` get ids 0-4.
 
+        Then come single characters, then longer pieces, each group in code-point order, so the
+        same vocabulary always gets the same ids. (The vocabulary itself can differ between runs by
+        a piece or two when pieces tie in frequency at the ``vocab_size`` cut: ``tokenizers``
+        breaks such ties in hash-map order. Below the cut it is always the same.)
+
         Args:
             texts: training text (any iterable of strings; read once).
             vocab_size: target size, special tokens included (smaller if the text is small).
@@ -154,7 +159,7 @@ class WordPieceTokenizer:
         if vocab_size <= len(SPECIAL_TOKENS):
             raise ConfigError(f"vocab_size must be > {len(SPECIAL_TOKENS)}, got {vocab_size}")
         hf = HFTokenizer(WordPiece(unk_token=UNK))
-        _set_bert_pipeline(hf, lowercase, with_post_processor=False)
+        _set_bert_pipeline(hf, lowercase, with_post_processor=False)  # ids are not known yet
         trainer = WordPieceTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
@@ -163,7 +168,16 @@ class WordPieceTokenizer:
             show_progress=False,
         )
         hf.train_from_iterator(texts, trainer=trainer)
-        _set_bert_pipeline(hf, lowercase)  # the post-processor needs the ids training assigned
+        # The trainer numbers pieces of equal frequency in a different order each run (it iterates
+        # Rust hash maps). Renumber canonically: the same vocabulary gets the same ids, so the same
+        # text and seed train the same model.
+        vocab = hf.get_vocab()
+        rest = sorted(
+            set(vocab) - set(SPECIAL_TOKENS), key=lambda t: (len(t.removeprefix("##")) > 1, t)
+        )
+        ordered = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *rest])}
+        hf = HFTokenizer(WordPiece(ordered, unk_token=UNK, continuing_subword_prefix="##"))
+        _set_bert_pipeline(hf, lowercase)
         return cls(hf, max_length)
 
     def with_max_length(self, max_length: int | None) -> WordPieceTokenizer:
@@ -282,6 +296,8 @@ def _set_bert_pipeline(hf: HFTokenizer, lowercase: bool, with_post_processor: bo
     )
     hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     hf.decoder = decoders.WordPiece(prefix="##")
+    # Registered as special: skipped when decoding, and "[MASK]" typed in text is the mask token.
+    hf.add_special_tokens([tok for tok in SPECIAL_TOKENS if hf.token_to_id(tok) is not None])
     if with_post_processor:
         cls_id, sep_id = hf.token_to_id(CLS), hf.token_to_id(SEP)
         if cls_id is None or sep_id is None:

