@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import config as cfg
+from ..attention import ATTENTION_KINDS
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import ACTIVATIONS, Encoder, EncoderLayer, get_activation
 from ..masks import make_padding_mask
@@ -77,6 +78,8 @@ class BertConfig:
     activation: str = "gelu"
     layer_norm_eps: float = 1e-12
     pooler: bool = True
+    attention: str = "dot"
+    attention_window: int | None = None
     init: str = "bert"
     pad_id: int = 0
 
@@ -93,6 +96,11 @@ class BertConfig:
         check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
         check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
+        check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
+        check(
+            self.attention_window is None or self.attention_window >= 0,
+            "attention_window must be >= 0 or None",
+        )
         check(self.init in INIT_SCHEMES, f"init must be one of {INIT_SCHEMES}")
         check(0 <= self.pad_id < self.vocab_size, "pad_id must be a valid token id")
 
@@ -159,17 +167,21 @@ class BertModel(nn.Module):
         self.emb_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.dropout)
         self.encoder = Encoder(
-            EncoderLayer(
-                d_model=c.d_model,
-                num_heads=c.num_heads,
-                d_ff=c.d_ff,
-                dropout=c.dropout,
-                activation=c.activation,
-                norm_first=False,
-                layer_norm_eps=c.layer_norm_eps,
-                attention_dropout=c.attention_dropout,
-            )
-            for _ in range(c.num_layers)
+            (
+                EncoderLayer(
+                    d_model=c.d_model,
+                    num_heads=c.num_heads,
+                    d_ff=c.d_ff,
+                    dropout=c.dropout,
+                    activation=c.activation,
+                    norm_first=False,
+                    layer_norm_eps=c.layer_norm_eps,
+                    attention_dropout=c.attention_dropout,
+                    attention=c.attention,
+                )
+                for _ in range(c.num_layers)
+            ),
+            attention_window=c.attention_window,
         )
         self.pooler = nn.Linear(c.d_model, c.d_model) if c.pooler else None
         init_weights(self, c.init, num_layers=c.num_layers)

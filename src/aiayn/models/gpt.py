@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import config as cfg
-from ..attention import LayerCache
+from ..attention import ATTENTION_KINDS, LayerCache
 from ..errors import AiaynError
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import ACTIVATIONS, Decoder, DecoderLayer
@@ -67,6 +67,8 @@ class GPTConfig:
     layer_norm_eps: float = 1e-5
     tie_output: bool = True
     init: str = "gpt2"
+    attention: str = "dot"
+    attention_window: int | None = None
 
     def __post_init__(self) -> None:
         check = cfg.check
@@ -87,6 +89,11 @@ class GPTConfig:
         check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
         check(self.init in INIT_SCHEMES, f"init must be one of {INIT_SCHEMES}")
+        check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
+        check(
+            self.attention_window is None or self.attention_window >= 0,
+            "attention_window must be >= 0 or None",
+        )
 
 
 def _cpu(d_model: int, num_heads: int, num_layers: int, max_len: int) -> GPTConfig:
@@ -168,10 +175,12 @@ class GPT(nn.Module):
                     layer_norm_eps=c.layer_norm_eps,
                     cross_attention=False,
                     attention_dropout=c.attention_dropout,
+                    attention=c.attention,
                 )
                 for _ in range(c.num_layers)
             ),
             norm=nn.LayerNorm(c.d_model, eps=c.layer_norm_eps, bias=c.bias),
+            attention_window=c.attention_window,
         )
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         init_weights(self, c.init, num_layers=c.num_layers)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import config as cfg
+from ..attention import ATTENTION_KINDS
 from ..layers import ACTIVATIONS, Encoder, EncoderLayer
 
 __all__ = ["PRESETS", "PatchEmbedding", "ViT", "ViTConfig", "resize_position_grid"]
@@ -66,6 +67,8 @@ class ViTConfig:
     activation: str = "gelu"
     layer_norm_eps: float = 1e-6
     qkv_bias: bool = True
+    attention: str = "dot"
+    attention_window: int | None = None
 
     def __post_init__(self) -> None:
         check = cfg.check
@@ -83,6 +86,11 @@ class ViTConfig:
         check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
         check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
+        check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
+        check(
+            self.attention_window is None or self.attention_window >= 0,
+            "attention_window must be >= 0 or None",
+        )
 
     @property
     def grid(self) -> int:
@@ -216,11 +224,13 @@ class ViT(nn.Module):
                     norm_first=True,
                     layer_norm_eps=c.layer_norm_eps,
                     attention_dropout=c.attention_dropout,
+                    attention=c.attention,
                 )
                 for _ in range(c.num_layers)
             ),
             # Pre-norm layers leave the residual stream un-normalised: one LayerNorm at the end.
             norm=nn.LayerNorm(c.d_model, eps=c.layer_norm_eps),
+            attention_window=c.attention_window,
         )
         self.head = nn.Linear(c.d_model, c.num_classes)
         self._init_weights()
