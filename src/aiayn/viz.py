@@ -410,9 +410,8 @@ class AttentionView:
 
     @property
     def title(self) -> str:
-        """E.g. ``cross-attention (decoder queries → encoder keys), layer 1 of 0–1``."""
-        where = f"of 0–{self.num_layers - 1}" if self.num_layers > 1 else "(the only layer)"
-        return f"{_KIND_TITLES[self.kind]}, layer {self.layer} {where}"
+        """E.g. ``cross-attention (decoder queries → encoder keys), layer 2 of 2``."""
+        return f"{_KIND_TITLES[self.kind]}, layer {self.layer + 1} of {self.num_layers}"
 
 
 def _check_kind(kind: str) -> None:
