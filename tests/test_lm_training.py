@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import socket
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file
 
 from aiayn.apps import lm as lm_app
 from aiayn.apps.lm import LanguageModel, LMTask, evaluate_lm, make_optimizer, train_lm
@@ -126,6 +130,43 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, word
     assert b == a, "resumed losses must equal the uninterrupted run's, step for step"
 
 
+DDP = dict(FAST, max_steps=3, eval_every=3, lr=3e-3, warmup=1, eval_tokens=64, sample_tokens=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, text: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    try:
+        train_lm(text, out, **DDP)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # ~6 s on an idle machine: two processes import torch; sharding is tested below
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, words):
+    single = tmp_path / "single"
+    train_lm(str(words), single, accumulate=2, **DDP)  # rank r takes batches r, r + 2, ...
+    double = tmp_path / "double"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(words), str(double)), nprocs=2, join=True)
+    a = load_file(single / "last" / "model.safetensors")
+    b = load_file(double / "last" / "model.safetensors")
+    # Same per-token gradients summed in another order (all-reduce vs accumulation): ~1e-7.
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert [r["step"] for r in _metrics(double)] == [1, 2, 3]
+
+
 def test_weight_decay_groups_cover_every_parameter_once():
     model = GPT(GPTConfig(vocab_size=11, max_len=8, d_model=16, num_heads=2, d_ff=32, num_layers=2))
     optimizer = make_optimizer(model, 1e-3, 0.1)
@@ -200,6 +241,19 @@ def test_training_windows_are_deterministic_and_cover_the_text_once_per_epoch():
     starts = sorted(first[:, 0].tolist())
     assert all(b - a >= 10 for a, b in zip(starts, starts[1:]))
     assert len(starts) >= 1000 // 11 - 4
+
+
+def test_ranks_share_out_the_batches_of_one_epoch_order():
+    tokens = torch.arange(5000)
+    whole = list(TokenWindows(tokens, 10, 4, seed=1).batches(2))
+    shards = [
+        list(TokenWindows(tokens, 10, 4, seed=1, rank=r, world_size=3).batches(2))
+        for r in (0, 1, 2)
+    ]
+    assert len({len(s) for s in shards}) == 1  # every rank runs the same number of steps
+    usable = len(whole) - len(whole) % 3
+    for i in range(usable):
+        assert torch.equal(shards[i % 3][i // 3], whole[i])
 
 
 @settings(max_examples=60, deadline=None)

@@ -45,7 +45,7 @@ from ..data.tokenizers import Tokenizer, load_tokenizer
 from ..decoding import stream_generate
 from ..errors import AiaynError
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
-from ..models.gpt import GPT
+from ..models.gpt import GPT, GPTConfig
 from ..training import distributed
 from ..training.checkpoint import find_checkpoint
 from ..training.schedules import warmup_cosine
@@ -253,7 +253,7 @@ class LMPlan:
         clip_norm: gradient clipping.
     """
 
-    batch_size: int = 16
+    batch_size: int = 12
     context: int = 256
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
@@ -269,6 +269,14 @@ class LMPlan:
 
     def lr_at(self, step: int) -> float:
         return warmup_cosine(step, self.lr, self.warmup, self.max_steps, self.min_lr_ratio)
+
+    @classmethod
+    def for_model(cls, config: GPTConfig) -> LMPlan:
+        """Defaults for a model: its full context, and a peak learning rate that falls with width
+        (2e-3 for the CPU sizes, 6e-4 at GPT-2 small's 768, as GPT-2/3 used)."""
+        d = config.d_model
+        lr = 2e-3 if d <= 256 else 1e-3 if d <= 512 else 6e-4
+        return cls(context=config.max_len, lr=lr)
 
 
 def _timed_steps(
@@ -295,16 +303,22 @@ def _timed_steps(
     return sorted(times)[len(times) // 2]  # the median: one lucky step would over-plan
 
 
-def _timed_eval(model: GPT, tokens: Tensor, plan: LMPlan) -> float:
-    """Seconds one evaluation takes (scoring ``eval_tokens``), from one timed batch."""
+def _timed_eval(
+    model: GPT, tokens: Tensor, plan: LMPlan, tokenizer: Tokenizer, sample: int
+) -> float:
+    """Seconds one evaluation takes: scoring ``eval_tokens`` and writing the sample, extrapolated
+    from a 16-window batch and a 16-token sample."""
     model.eval()
-    probe = max(plan.context * 4, 1)
+    probe = plan.context * 16
     start = time.perf_counter()
     text_loss(model, tokens, plan.context, probe)
-    seconds = time.perf_counter() - start
+    scoring = (time.perf_counter() - start) / probe * (plan.eval_tokens or tokens.numel())
+    start = time.perf_counter()
+    if sample:
+        sample_text(model, tokenizer, "\n", 16)
+    sampling = (time.perf_counter() - start) * sample / 16
     model.train()
-    per_token = seconds / probe
-    return per_token * (plan.eval_tokens or tokens.numel())
+    return scoring + sampling
 
 
 def steps_for_budget(step_seconds: float, eval_seconds: float, minutes: float) -> int:
@@ -371,7 +385,7 @@ def train_lm(
         base = replace(base, vocab_size=tok.vocab_size)
         model_config = cfg.apply_overrides(base, overrides)
 
-    plan = LMPlan(**saved_plan) if saved_plan else LMPlan(context=model_config.max_len)
+    plan = LMPlan(**saved_plan) if saved_plan else LMPlan.for_model(model_config)
     changes = {
         k: v
         for k, v in dict(
@@ -401,7 +415,7 @@ def train_lm(
         minutes = max_minutes if max_minutes is not None else 10.0
         windows = TokenWindows(train_tokens, plan.context, plan.batch_size, seed + 1)
         step_s = _timed_steps(model, windows, plan, device)
-        eval_s = _timed_eval(model, valid_tokens, plan)
+        eval_s = _timed_eval(model, valid_tokens, plan, tok, sample_tokens)
         # Every rank must plan the same schedule: rank 0's measurement decides.
         max_steps = int(dist.broadcast_object(steps_for_budget(step_s, eval_s, minutes)))
         if max_minutes is None:
