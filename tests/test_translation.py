@@ -91,7 +91,6 @@ def test_copy_task_is_learned_exactly(tmp_path):
     assert exact == 1.0, f"exact match {exact:.3f}"
 
 
-
 def test_cli_train_translate_evaluate(tmp_path, tsv, monkeypatch, capsys):
     out = tmp_path / "model"
     code = main(

@@ -368,7 +368,9 @@ class MultiHeadAttention(nn.Module):
         if window is not None:
             local = key is None and cache is None and attn_mask is None
             if local and self.additive is None and not need_weights:
-                out = local_attention(q, k, v, window, is_causal, key_mask, dropout_p)  # (B, H, T, Dh)
+                out = local_attention(
+                    q, k, v, window, is_causal, key_mask, dropout_p
+                )  # (B, H, T, Dh)
                 return self.out_proj(out.transpose(1, 2).reshape(B, T, self.d_model)), None
             local_mask = make_local_mask(T, k.shape[-2], window, is_causal, device=q.device)
             attn_mask = combine_masks(attn_mask, local_mask)
