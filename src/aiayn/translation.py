@@ -267,6 +267,7 @@ def train_translation(
     accumulate: int = 1,
     clip_norm: float = 1.0,
     compile: bool = False,
+    fsdp: bool = False,
     scheduled_sampling: str | ScheduledSampling | None = None,
     guided_attention: float = 0.0,
 ) -> dict[str, Any]:
@@ -358,6 +359,7 @@ def train_translation(
             accumulate=accumulate,
             clip_norm=clip_norm,
             compile=compile,
+            fsdp=fsdp,
         ),
         dist=dist,
     )

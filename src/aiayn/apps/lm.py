@@ -357,6 +357,7 @@ def train_lm(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    fsdp: bool = False,
 ) -> dict[str, Any]:
     """Train a GPT on a text into ``out_dir``; returns a summary.
 
@@ -485,6 +486,7 @@ def train_lm(
             log_every=max(1, min(50, plan.eval_every // 4)),
             seed=seed,
             progress=progress,
+            fsdp=fsdp,
         ),
         dist=dist,
     )
@@ -726,6 +728,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.no_progress,
+        fsdp=args.fsdp,
     )
     print(json.dumps(summary, ensure_ascii=False))
     return 0
@@ -789,6 +792,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
+    )
     add_seed(p)
     add_device(p)
     p.set_defaults(func=_cmd_train)

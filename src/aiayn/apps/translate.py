@@ -47,6 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         log_every=args.log_every,
         compile=args.compile,
+        fsdp=args.fsdp,
     )
     print(json.dumps(summary))
     return 0
@@ -180,6 +181,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
+    )
     p.add_argument(
         "--scheduled-sampling",
         metavar="KIND",

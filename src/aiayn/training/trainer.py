@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import AiaynError
+from . import distributed
 from .checkpoint import (
     TRAINER_FILE,
     WEIGHTS_FILE,
@@ -90,6 +91,8 @@ class TrainConfig:
         progress: show a tqdm bar on stderr.
         compile: train through ``torch.compile`` (opt-in: the first step pays the compilation, which
             is reported apart as ``compile_seconds`` in the first metrics record).
+        fsdp: with several processes, shard parameters, gradients and optimizer state over them
+            with FSDP2 instead of replicating them with DDP (no effect in a single process).
     """
 
     max_steps: int = 1000
@@ -102,6 +105,7 @@ class TrainConfig:
     max_bad_steps: int = 5
     progress: bool = True
     compile: bool = False
+    fsdp: bool = False
 
 
 class _Stop(Exception):
@@ -119,7 +123,9 @@ class Trainer:
         out_dir: where the model directory, metrics and state go.
         config: loop settings.
         dist: the process's place in a distributed job (default: a single process). With several
-            processes the model is wrapped in DistributedDataParallel and only rank 0 writes.
+            processes the model is wrapped in DistributedDataParallel, or sharded in place with
+            FSDP2 when ``config.fsdp`` (the optimizer is then pointed at the sharded parameters),
+            and only rank 0 writes.
     """
 
     def __init__(
@@ -135,7 +141,17 @@ class Trainer:
         self.model, self.optimizer, self.lr_lambda, self.task = model, optimizer, lr_lambda, task
         self.dist = dist or DistContext()
         self.train_model: nn.Module = model
-        if self.dist.enabled:
+        self._fsdp = config.fsdp and self.dist.enabled
+        if config.fsdp and not self.dist.enabled:
+            log.warning("--fsdp needs several processes (torchrun): training unsharded in one")
+        if self._fsdp:
+            # Rank 0 evaluates and saves through a plain (unsharded) copy of the model, filled
+            # from the gathered full state dict when needed (see _full_model); the sharded module
+            # itself only runs the training forward/backward on every rank together.
+            self._replica = distributed.plain_replica(model)
+            self._param_names = distributed.fully_shard_model(model, optimizer)
+            self._replica_step: int | None = None
+        elif self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             device = next(model.parameters()).device
@@ -155,7 +171,89 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
 
     # ---- state -----------------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _full_model(self) -> nn.Module:
+        """The whole model as one plain module, for rank 0 to evaluate and save.
+
+        Without FSDP that is the model itself. With FSDP it is a collective call (every rank must
+        make it): the full state dict is gathered to rank 0's CPU and loaded into the plain
+        replica on the training device, kept until the next training step (the evaluation and the
+        checkpoint of one step share it). Other ranks get the replica without weights.
+        """
+        if not self._fsdp:
+            return self.model
+        if self._replica_step != self.step:
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+            )
+
+            full = get_model_state_dict(
+                self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+            if self.dist.is_main:
+                device = next(self.model.parameters()).device
+                distributed.materialize(self._replica, device)
+                self._replica.load_state_dict(full)
+            self._replica_step = self.step
+        return self._replica
+
+    def _release_full_model(self) -> None:
+        if self._fsdp and self._replica_step is not None:
+            distributed.materialize(self._replica, "meta")
+            self._replica_step = None
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state dict in the usual form (keyed by parameter index), whole.
+
+        With FSDP a collective call: the full state is gathered to rank 0 (others get ``{}``) and
+        re-keyed from parameter names to indices, so any run, sharded or not, can load it.
+        """
+        if not self._fsdp or not self.optimizer.state:
+            return self.optimizer.state_dict()  # nothing sharded yet before the first step
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        full = get_optimizer_state_dict(
+            self.model,
+            self.optimizer,
+            options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+        )
+        if not self.dist.is_main:
+            return {}
+        index = {n: i for i, n in enumerate(n for g in self._param_names for n in g)}
+        groups = [
+            {**{k: v for k, v in saved.items() if k != "params"}, "params": [index[n] for n in g]}
+            for saved, g in zip(full["param_groups"], self._param_names, strict=True)
+        ]
+        return {"state": {index[n]: s for n, s in full["state"].items()}, "param_groups": groups}
+
+    def _load_optimizer_state(self, saved: dict[str, Any]) -> None:
+        if not self._fsdp:
+            self.optimizer.load_state_dict(saved)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        names = [n for g in self._param_names for n in g]
+        sizes = [len(g["params"]) for g in saved["param_groups"]]
+        if sizes != [len(g) for g in self._param_names]:
+            raise ValueError(f"parameter groups of sizes {sizes} don't fit the model's")
+        full = {
+            "state": {names[int(i)]: s for i, s in saved["state"].items()},
+            "param_groups": [
+                {**g, "params": [names[i] for i in g["params"]]} for g in saved["param_groups"]
+            ],
+        }
+        # Every rank read the same file: each keeps its own shard of the full state.
+        set_optimizer_state_dict(
+            self.model, self.optimizer, full, options=StateDictOptions(full_state_dict=True)
+        )
+
+    def _state(self, optimizer: dict[str, Any]) -> dict[str, Any]:
         return {
             "step": self.step,
             "epoch": self.epoch,
@@ -165,14 +263,18 @@ class Trainer:
             "global_batch_in_epoch": self.batch_in_epoch * self.dist.world_size,
             "world_size": self.dist.world_size,
             "best": self.best,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer,
             "torch_rng": torch.get_rng_state(),
             "python_rng": list(_encode_py_state(random.getstate())),
             "train_config": asdict(self.config),
         }
 
     def save_last(self) -> None:
-        """Write model + trainer state to ``DIR/last`` (staged, then swapped in); rank 0 only."""
+        """Write model + trainer state to ``DIR/last`` (staged, then swapped in); rank 0 writes.
+
+        Every rank must call it: with FSDP, the full model and optimizer state are gathered.
+        """
+        model, optimizer = self._full_model(), self._optimizer_state()
         if not self.dist.is_main:
             return
         staging = self.out_dir / "last.tmp"
@@ -180,8 +282,8 @@ class Trainer:
             shutil.rmtree(staging)
         staging.mkdir(parents=True)
         self.task.write_model_files(staging)
-        save_weights(self.model, staging / WEIGHTS_FILE)
-        save_trainer_state(staging / TRAINER_FILE, self._state())
+        save_weights(model, staging / WEIGHTS_FILE)
+        save_trainer_state(staging / TRAINER_FILE, self._state(optimizer))
         swap_in_directory(staging, self.out_dir / "last")
 
     def try_resume(self) -> bool:
@@ -189,17 +291,34 @@ class Trainer:
         found = find_checkpoint(self.out_dir / "last")
         if found is None:
             return False
-        load_weights(self.model, found / WEIGHTS_FILE)
+        if self._fsdp:
+            # Every rank reads the whole file into its plain replica (checked there as usual),
+            # then keeps its own shard of it.
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+            )
+
+            self._release_full_model()
+            device = next(self.model.parameters()).device
+            replica = distributed.materialize(self._replica, device)
+            load_weights(replica, found / WEIGHTS_FILE)
+            set_model_state_dict(
+                self.model, replica.state_dict(), options=StateDictOptions(full_state_dict=True)
+            )
+            distributed.materialize(self._replica, "meta")
+        else:
+            load_weights(self.model, found / WEIGHTS_FILE)
         state = load_trainer_state(found / TRAINER_FILE)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            self._load_optimizer_state(state["optimizer"])
             self.step, self.epoch = int(state["step"]), int(state["epoch"])
             consumed = int(state.get("global_batch_in_epoch", state["batch_in_epoch"]))
             self.batch_in_epoch = -(-consumed // self.dist.world_size)  # ceil
             self.best = state["best"]
             torch.set_rng_state(state["torch_rng"])
             random.setstate(_decode_py_state(state["python_rng"]))
-        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
             raise AiaynError(f"{found / TRAINER_FILE}: incomplete training state ({e})") from None
         self._truncate_metrics()
         return True
@@ -233,11 +352,16 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _evaluate_and_keep_best(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:  # rank 0 evaluates and writes; the others go on to the next step
+        # Rank 0 evaluates the whole model and writes; the others go on to the next step. With FSDP
+        # that is the gathered plain replica: evaluation (decoding, sampling) calls model methods
+        # other than forward, which a sharded module can't run alone, and it gives the same
+        # numbers as an unsharded run.
+        model = self._full_model()
+        if not self.dist.is_main:
             return
-        self.model.eval()
-        metrics = self.task.evaluate(self.model)
-        self.model.train()
+        model.eval()
+        metrics = self.task.evaluate(model)
+        model.train()
         record.update(metrics)
         value = metrics[self.task.best_metric]
         better = self.best is None or (
@@ -246,7 +370,7 @@ class Trainer:
         if better and math.isfinite(value):
             self.best = value
             self.task.write_model_files(self.out_dir)
-            save_weights(self.model, self.out_dir / WEIGHTS_FILE)
+            save_weights(model, self.out_dir / WEIGHTS_FILE)
 
     def _micro_batches(self) -> Iterator[Any]:
         """Endless stream of training batches, starting where the saved position says.
@@ -268,18 +392,21 @@ class Trainer:
 
     def _train_step(self, micro: list[Any]) -> tuple[float, int]:
         """Forward/backward over the micro-batches; returns (summed loss, tokens) over all ranks."""
+        self._release_full_model()
         self.optimizer.zero_grad(set_to_none=True)
         counts = [self.task.tokens(b) for b in micro] if hasattr(self.task, "tokens") else None
         scale = None
         if counts is not None:
-            # DDP averages gradients over ranks, so scale by world_size / global tokens: the
+            # DDP and FSDP average gradients over ranks, so scale by world_size / global tokens: the
             # result is the mean over every token of the global batch.
             scale = self.dist.world_size / max(self.dist.sum(sum(counts)), 1.0)
         step_loss, step_tokens = 0.0, 0
         for i, batch in enumerate(micro):
             last = i == len(micro) - 1
             sync = contextlib.nullcontext()
-            if self.dist.enabled and not last:
+            if self._fsdp:  # reduce-scatter once, after the last micro-batch
+                self.model.set_requires_gradient_sync(last)
+            elif self.dist.enabled and not last:
                 sync = self.train_model.no_sync()  # all-reduce once, after the last micro-batch
             with sync:
                 loss, tokens = self.task.loss(self.train_model, batch, self.step)
@@ -348,7 +475,7 @@ class Trainer:
                         )
                     continue
                 self.bad_steps = 0
-                if cfg.clip_norm > 0:
+                if cfg.clip_norm > 0:  # FSDP2's gradients are DTensors: the norm is global
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
                 self.optimizer.step()
                 self.step += 1
@@ -379,9 +506,10 @@ class Trainer:
         except (KeyboardInterrupt, _Stop):
             log.info("interrupted at step %d: saving the last complete step", self.step)
             self.save_last()
+            model = self._full_model()  # gathered by save_last already
             if self.dist.is_main and not (self.out_dir / WEIGHTS_FILE).exists():
                 self.task.write_model_files(self.out_dir)
-                save_weights(self.model, self.out_dir / WEIGHTS_FILE)
+                save_weights(model, self.out_dir / WEIGHTS_FILE)
             raise KeyboardInterrupt from None
         finally:
             if progress is not None:
