@@ -15,3 +15,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Tests that set torch's thread count (distributed, generation parity) must not change the
+    arithmetic of the tests after them."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

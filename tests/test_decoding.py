@@ -132,7 +132,12 @@ class _EndsNearSourceLength(Transformer):
         T = tgt.shape[1]
         end = cache[0].self_attn.length if cache is not None else T
         pos = torch.arange(end - T + 1, end + 1, dtype=logits.dtype)  # (T,)
-        bonus = 2.0 * (pos[None, :] - src_key_mask.sum(-1, keepdim=True))  # (N, T)
+        if src_key_mask is not None:
+            src_len = src_key_mask.sum(-1, keepdim=True)  # (N, 1)
+        else:  # no padding (the decoders pass None then): every source is S long
+            S = memory.shape[1] if memory is not None else cache[0].cross_attn.length
+            src_len = torch.full((tgt.shape[0], 1), S)
+        bonus = 2.0 * (pos[None, :] - src_len)  # (N, T)
         logits[..., EOS] += bonus
         return logits
 

@@ -155,3 +155,50 @@ def test_config_validation():
         TransformerConfig(share_embeddings=True, src_vocab_size=3, tgt_vocab_size=4)
     with pytest.raises(ConfigError):
         TransformerConfig(dropout=1.5)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("cross", [True, False])
+def test_lean_decoding_step_equals_the_general_layer_path(norm_first, cross):
+    """In eval mode a cached one-token step takes DecoderLayer's lean path; with dropout 0, train
+    mode takes the general path: same arithmetic, so the outputs agree to float round-off."""
+    from aiayn.layers import Decoder, DecoderLayer
+
+    torch.manual_seed(0)
+    layers = [DecoderLayer(32, 4, 48, 0.0, "gelu", norm_first, cross_attention=cross) for _ in "ab"]
+    decoder = randomize_(Decoder(layers))
+    memory = torch.randn(B, S, 32) if cross else None
+    memory_mask = torch.ones(B, S, dtype=torch.bool)
+    memory_mask[1, -3:] = False
+    key_mask = torch.ones(B, T, dtype=torch.bool)
+    key_mask[2, :2] = False  # left padding, as in batched GPT generation
+    x = torch.randn(B, T, 32)
+    outs = {}
+    with torch.no_grad():
+        for mode in ("train", "eval"):
+            decoder.train(mode == "train")
+            # A 3-token prefill (the general path in both modes), then one token per step.
+            cache, steps, bounds = (
+                decoder.new_cache(),
+                [],
+                [(0, 3)] + [(t, t + 1) for t in range(3, T)],
+            )
+            for a, b in bounds:
+                h, _, _ = decoder(
+                    x[:, a:b],
+                    memory if a == 0 else None,
+                    key_mask=key_mask[:, :b],
+                    memory_key_mask=memory_mask if cross else None,
+                    cache=cache,
+                )
+                steps.append(h)
+            outs[mode] = torch.cat(steps, 1)
+    torch.testing.assert_close(outs["eval"], outs["train"], atol=1e-6, rtol=1e-6)
+
+
+def test_output_mask_computes_logits_only_where_asked():
+    model = _model()
+    src = torch.randint(1, 31, (B, S))
+    tgt = torch.randint(1, 37, (B, T))
+    wanted = torch.rand(B, T) > 0.3
+    torch.testing.assert_close(model(src, tgt, output_mask=wanted), model(src, tgt)[wanted])

@@ -311,6 +311,54 @@ class MultiHeadAttention(nn.Module):
         k, v = F.linear(x, weight, bias).chunk(2, dim=-1)  # 2 x (B, S, D)
         return k, v
 
+    # ---- one cached decoding step, lean --------------------------------------------------------
+    # During greedy/beam search and generation these run once per token per layer. They do exactly
+    # the arithmetic of ``forward`` for that case (one new query per row, eval mode, dot scoring,
+    # no weights returned) but call the functional ops directly: at batch 1 the module dispatch and
+    # the general path's mask bookkeeping cost more time than the matrix products.
+
+    def self_attend_step(self, x: Tensor, cache: KVCache, key_mask: Tensor | None) -> Tensor:
+        """Causal self-attention of one new token per row ``(B, 1, D)`` over the cache and itself.
+
+        ``key_mask`` ``(B, S)`` marks real tokens among cached + new ones (left-padded GPT batches);
+        the new token is always real, so no row is empty and no guard is needed.
+        """
+        B = x.shape[0]
+        q, k, v = (self._split(t) for t in self._project_qkv(x, cache))
+        k, v = cache.append(k, v)
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # one query sees all keys
+        return F.linear(
+            out.transpose(1, 2).reshape(B, 1, self.d_model),
+            self.out_proj.weight,
+            self.out_proj.bias,
+        )
+
+    def cross_attend_step(
+        self, x: Tensor, memory: Tensor | None, cache: KVCache, key_mask: Tensor | None
+    ) -> Tensor:
+        """Cross-attention of ``(B, T, D)`` queries to the source, keys/values cached on first use.
+
+        ``key_mask`` ``(B, S)``: None when every source token is real (the caller checks once).
+        """
+        B, T, _ = x.shape
+        q = self._split(F.linear(x, self.q_proj.weight, self.q_proj.bias))
+        if cache.is_empty:
+            if memory is None:
+                raise ValueError("cross-attention needs `memory` until its cache is filled")
+            k, v = self._project_kv(memory)
+            cache.set(self._split(k), self._split(v))
+        k, v = cache.get()
+        mask, row_ok = _guard_empty_rows(None if key_mask is None else key_mask[:, None, None, :])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if row_ok is not None:
+            out = out * row_ok
+        return F.linear(
+            out.transpose(1, 2).reshape(B, T, self.d_model),
+            self.out_proj.weight,
+            self.out_proj.bias,
+        )
+
     def forward(
         self,
         query: Tensor,

@@ -57,24 +57,34 @@ class _Stepper:
     """Feeds tokens to the decoder, with the KV cache or (for tests) by full recomputation."""
 
     def __init__(self, model: Transformer, memory: Tensor, mask: Tensor, use_cache: bool) -> None:
-        self.model, self.memory, self.mask, self.use_cache = model, memory, mask, use_cache
+        self.model, self.use_cache = model, use_cache
+        self.memory: Tensor | None = memory
+        # No source padding (always so at batch 1): no mask to apply at every step and layer.
+        self.mask: Tensor | None = None if bool(mask.all()) else mask
         self.cache = model.new_cache() if use_cache else None
         self.first = True
 
-    def logprobs(self, tokens: Tensor) -> Tensor:
-        """``tokens (N, t)`` so far -> log-probabilities of the next token ``(N, V)``."""
+    def logits(self, tokens: Tensor) -> Tensor:
+        """``tokens (N, t)`` so far -> scores of the next token ``(N, V)``."""
         if self.use_cache:
             memory = self.memory if self.first else None  # cross-attn keys/values already cached
             logits = self.model.decode(tokens[:, -1:], memory, self.mask, self.cache)
+            self.memory = None  # in the cache now: no need to carry it through select()
         else:
             logits = self.model.decode(tokens, self.memory, self.mask)
         self.first = False
-        return torch.log_softmax(logits[:, -1].float(), dim=-1)
+        return logits[:, -1]
+
+    def logprobs(self, tokens: Tensor) -> Tensor:
+        """``tokens (N, t)`` so far -> log-probabilities of the next token ``(N, V)``."""
+        return torch.log_softmax(self.logits(tokens).float(), dim=-1)
 
     def select(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam parents, or the sentences still decoding)."""
-        self.mask = self.mask.index_select(0, index)
-        self.memory = self.memory.index_select(0, index)
+        if self.mask is not None:
+            self.mask = self.mask.index_select(0, index)
+        if self.memory is not None:
+            self.memory = self.memory.index_select(0, index)
         if self.cache is not None:
             for layer_cache in self.cache:
                 layer_cache.reorder(index)
@@ -112,7 +122,7 @@ def greedy_search(
     tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
     step = 0
     while alive.numel():
-        next_tok = stepper.logprobs(tokens).argmax(-1)  # (N,)
+        next_tok = stepper.logits(tokens).argmax(-1)  # (N,); softmax keeps the order
         step += 1
         tokens = torch.cat([tokens, next_tok[:, None]], 1)
         done = (next_tok == eos_id) | (budget[alive] <= step)
@@ -185,14 +195,15 @@ def beam_search(
 
         # Record finished hypotheses (EOS, or out of length budget), then pick the K best live ones.
         top_scores_l, parent_l, token_l = top_scores.tolist(), parent.tolist(), token.tolist()
-        is_eos_l, tokens_l = is_eos.tolist(), None
+        is_eos_l, last_step_l, tokens_l = is_eos.tolist(), last_step.tolist(), None
+        alive_l, budget_l = alive.tolist(), budget[alive].tolist()
         sentence_done = []
         for n in range(N):
-            b = int(alive[n])
+            b = alive_l[n]
             for j in range(top_scores.shape[1]):
                 if not is_eos_l[n][j] or top_scores_l[n][j] == float("-inf"):
                     continue
-                if j >= K and not last_step[n]:
+                if j >= K and not last_step_l[n]:
                     break  # only EOS among the top K candidates may end (standard beam rule)
                 if tokens_l is None:
                     tokens_l = tokens.tolist()
@@ -210,10 +221,8 @@ def beam_search(
             finished[b].sort(key=lambda h: h.score, reverse=True)
             del finished[b][K:]
             sentence_done.append(
-                bool(last_step[n])
-                or _cannot_improve(
-                    finished[b], K, top_scores, is_eos, n, int(budget[alive[n]]), alpha
-                )
+                last_step_l[n]
+                or _cannot_improve(finished[b], K, top_scores_l[n], is_eos_l[n], budget_l[n], alpha)
             )
 
         live_scores = top_scores.masked_fill(is_eos, float("-inf"))
@@ -225,8 +234,8 @@ def beam_search(
         scores = best_live
         stepper.select(rows_index)
 
-        done = torch.tensor(sentence_done, device=device)
-        if done.any():
+        if any(sentence_done):
+            done = torch.tensor(sentence_done, device=device)
             keep = (~done).nonzero().flatten()
             alive = alive[keep]
             keep_rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
@@ -239,20 +248,22 @@ def beam_search(
 def _cannot_improve(
     finished: list[Hypothesis],
     K: int,
-    top_scores: Tensor,
-    is_eos: Tensor,
-    n: int,
+    top_scores: list[float],
+    is_eos: list[bool],
     budget: int,
     alpha: float,
 ) -> bool:
-    """True when sentence ``n`` has K finished hypotheses that no live one can overtake.
+    """True when a sentence has K finished hypotheses that no live one can overtake.
+
+    ``top_scores``/``is_eos``: the sentence's candidates this step (plain lists: this runs per
+    sentence per step, where tensor indexing would cost more than the arithmetic).
 
     Log-probabilities only fall as a hypothesis grows, and the length penalty is largest at the
     longest allowed length, so a live hypothesis with score s can reach at most s / lp(budget + 1).
     """
     if len(finished) < K:
         return False
-    live = top_scores[n].masked_fill(is_eos[n], float("-inf")).max().item()
+    live = max((s for s, eos in zip(top_scores, is_eos) if not eos), default=float("-inf"))
     if live == float("-inf"):
         return True
     bound = live / length_penalty(budget + 1, alpha) if alpha > 0 else live

@@ -209,6 +209,17 @@ class DecoderLayer(nn.Module):
         Returns:
             ``(x (B, T, D), self weights (B, H, T, T_total) or None, cross weights (B, H, T, S) or None)``.
         """
+        if (
+            cache is not None
+            and x.shape[1] == 1
+            and not self.training
+            and not need_weights
+            and window is None
+            and attn_mask is None
+            and is_causal
+            and self.self_attn.additive is None
+        ):
+            return self._decode_step(x, memory, key_mask, memory_key_mask, cache), None, None
         self_cache = None if cache is None else cache.self_attn
         cross_cache = None if cache is None else cache.cross_attn
 
@@ -246,6 +257,43 @@ class DecoderLayer(nn.Module):
                 x = self.norm2(x + out)
             x = self.norm3(x + self.dropout3(self.ffn(x)))
         return x, self_w, cross_w
+
+    def _decode_step(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        key_mask: Tensor | None,
+        memory_key_mask: Tensor | None,
+        cache: LayerCache,
+    ) -> Tensor:
+        """One cached decoding step ``(B, 1, D)`` in eval mode: the arithmetic of :meth:`forward`
+        (dropout is the identity in eval) with the sublayers called as functions, because in a
+        decoding loop at small batch sizes module dispatch costs more than the matrix products."""
+
+        def norm(layer: nn.LayerNorm, h: Tensor) -> Tensor:
+            return F.layer_norm(h, layer.normalized_shape, layer.weight, layer.bias, layer.eps)
+
+        def ffn(h: Tensor) -> Tensor:
+            f = self.ffn
+            inner = f.activation(F.linear(h, f.linear1.weight, f.linear1.bias))
+            return F.linear(inner, f.linear2.weight, f.linear2.bias)
+
+        def self_block(h: Tensor) -> Tensor:
+            return self.self_attn.self_attend_step(h, cache.self_attn, key_mask)
+
+        def cross_block(h: Tensor) -> Tensor:
+            assert self.cross_attn is not None and cache.cross_attn is not None
+            return self.cross_attn.cross_attend_step(h, memory, cache.cross_attn, memory_key_mask)
+
+        if self.norm_first:
+            x = x + self_block(norm(self.norm1, x))
+            if self.cross_attn is not None:
+                x = x + cross_block(norm(self.norm2, x))
+            return x + ffn(norm(self.norm3, x))
+        x = norm(self.norm1, x + self_block(x))
+        if self.cross_attn is not None:
+            x = norm(self.norm2, x + cross_block(x))
+        return norm(self.norm3, x + ffn(x))
 
 
 class Encoder(nn.Module):

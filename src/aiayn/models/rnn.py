@@ -93,8 +93,15 @@ class RNNSeq2Seq(nn.Module):
         c = c.view(L, 2, B, -1).transpose(1, 2).reshape(L, B, -1)
         return memory, (h.contiguous(), c.contiguous())
 
-    def forward(self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None = None) -> Tensor:
-        """Teacher-forced pass: ``(B, S)``, ``(B, T)`` -> logits ``(B, T, V)``."""
+    def forward(
+        self,
+        src: Tensor,
+        tgt: Tensor,
+        src_key_mask: Tensor | None = None,
+        output_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced pass: ``(B, S)``, ``(B, T)`` -> logits ``(B, T, V)``, or ``(N, V)`` at the
+        N positions where ``output_mask`` is True (as the Transformer's ``forward``)."""
         if src_key_mask is None:
             src_key_mask = make_padding_mask(src, self.config.pad_id)
         memory, state = self.encode(src, src_key_mask)
@@ -110,4 +117,6 @@ class RNNSeq2Seq(nn.Module):
             scale=1.0,
         )  # (B, 1, T, D)
         out = torch.tanh(self.combine(torch.cat([h, context[:, 0]], dim=-1)))  # (B, T, D)
-        return self.lm_head(self.dropout(out))  # (B, T, V)
+        if output_mask is not None:
+            out = out[output_mask]  # (N, D)
+        return self.lm_head(self.dropout(out))  # (B, T, V) or (N, V)

@@ -217,7 +217,7 @@ class Transformer(nn.Module):
         self,
         tgt: Tensor,
         memory: Tensor | None,
-        src_key_mask: Tensor,
+        src_key_mask: Tensor | None,
         cache: list[LayerCache] | None = None,
     ) -> Tensor:
         """Decoder pass to logits.
@@ -225,7 +225,7 @@ class Transformer(nn.Module):
         Args:
             tgt: ``(B, T)`` decoder input ids (``<bos>`` + prefix); with a cache, only the new tokens.
             memory: ``(B, S, D)`` from :meth:`encode`; may be None once the cache holds the source.
-            src_key_mask: ``(B, S)`` True for real source tokens.
+            src_key_mask: ``(B, S)`` True for real source tokens; None when all are real.
             cache: from :meth:`new_cache`; updated in place.
 
         Returns:
@@ -237,10 +237,25 @@ class Transformer(nn.Module):
         )
         return self.lm_head(x)
 
-    def forward(self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None = None) -> Tensor:
-        """Teacher-forced pass: source ``(B, S)``, decoder input ``(B, T)`` -> logits ``(B, T, V)``."""
+    def forward(
+        self,
+        src: Tensor,
+        tgt: Tensor,
+        src_key_mask: Tensor | None = None,
+        output_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Teacher-forced pass: source ``(B, S)``, decoder input ``(B, T)`` -> logits ``(B, T, V)``.
+
+        ``output_mask`` ``(B, T)``, True where logits are wanted (in training, the real target
+        tokens): the output layer, the largest matrix product at a realistic vocabulary, then runs
+        only there, and the result is ``(N, V)`` for the N True positions in row-major order.
+        """
         src_key_mask = self.source_mask(src, src_key_mask)
-        return self.decode(tgt, self.encode(src, src_key_mask), src_key_mask)
+        memory = self.encode(src, src_key_mask)
+        if output_mask is None:
+            return self.decode(tgt, memory, src_key_mask)
+        x, _, _ = self.decoder(self.embed_target(tgt), memory, memory_key_mask=src_key_mask)
+        return self.lm_head(x[output_mask])
 
     def new_cache(self) -> list[LayerCache]:
         """Empty per-layer caches for incremental decoding."""

@@ -172,8 +172,9 @@ def seq2seq_loss(
                 first = model(src, tgt_in, src_key_mask)  # (B, T, V), teacher forced
             tgt_in = mix_decoder_input(first, tgt_in, prob, tgt_key_mask)
     if guided_attention <= 0:
-        logits = model(src, tgt_in, src_key_mask)  # (B, T, V)
-        return label_smoothed_cross_entropy(logits, tgt_out, label_smoothing)
+        # Logits only at real target tokens: padding would cost output-layer work and be ignored.
+        logits = model(src, tgt_in, src_key_mask, output_mask=tgt_key_mask)  # (N, V)
+        return label_smoothed_cross_entropy(logits, tgt_out[tgt_key_mask], label_smoothing)
     inner = getattr(model, "module", model)
     memory = inner.encode(src, src_key_mask)  # (B, S, D)
     x, _, cross = inner.decoder(
