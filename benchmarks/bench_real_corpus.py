@@ -19,6 +19,7 @@ scored with sacreBLEU (BLEU and chrF) on the same test verses.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import re
@@ -33,10 +34,11 @@ from torch import nn
 
 from aiayn.metrics import corpus_bleu_chrf
 from aiayn.translation import Translator, evaluate_translation, load_pairs, train_translation
-from benchmarks.harness import machine_line, write_section
+from benchmarks.harness import ROOT, machine_line, write_section
 
 CORPUS = "builtin:bible-fr-en"
 UNK, PAD, BOS, EOS = 0, 1, 2, 3  # the tutorial's special-token indices
+RESULTS = ROOT / "runs" / "bench" / "real-corpus"
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
 
 
@@ -242,18 +244,33 @@ def section(runs: dict[str, dict], minutes: float) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=8.0)
-    parser.add_argument("--only", choices=["aiayn", "tutorial"])
+    parser.add_argument(
+        "--only",
+        choices=["aiayn", "tutorial"],
+        help="run one system; the other's last result (from --results) goes in the table",
+    )
     parser.add_argument("--out-dir", help="keep aiayn's model here (default: a temp dir)")
+    parser.add_argument(
+        "--results", default=str(RESULTS), help="folder of each system's last result (JSON)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     out = Path(args.out_dir or tempfile.mkdtemp(prefix="aiayn-bench-real-"))
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    runners = {
+        "aiayn": lambda: aiayn_run(out, args.minutes),
+        "tutorial": lambda: tutorial_run(args.minutes),
+    }
     runs: dict[str, dict] = {}
-    if args.only in (None, "aiayn"):
-        runs["aiayn"] = aiayn_run(out, args.minutes)
-        print(runs["aiayn"], flush=True)
-    if args.only in (None, "tutorial"):
-        runs["tutorial"] = tutorial_run(args.minutes)
-        print(runs["tutorial"], flush=True)
+    for name, run in runners.items():
+        saved = results / f"{name}.json"
+        if args.only in (None, name):
+            runs[name] = run()
+            saved.write_text(json.dumps(runs[name], ensure_ascii=False, indent=1))
+        elif saved.exists():
+            runs[name] = json.loads(saved.read_text())
+        print(name, runs.get(name), flush=True)
     text = section(runs, args.minutes)
     print(text)
     if not args.no_write:

@@ -490,15 +490,11 @@ def train_lm(
         ),
         dist=dist,
     )
-    if resuming:
-        trainer.try_resume()
-        log.info("resumed at step %d", trainer.step)
-    start = time.monotonic()
-    trainer.train()
+    run = trainer.fit(resume=resuming)
     return {
-        "steps": trainer.step,
-        "train_seconds": time.monotonic() - start,
-        "best_val_loss": trainer.best,
+        "steps": run["steps"],
+        "train_seconds": run["train_seconds"],
+        "best_val_loss": run["best"],
         "parameters": model.num_parameters(),
         "tokens_per_step": plan.batch_size * plan.context * plan.accumulate * dist.world_size,
         "sample": task.last_sample,

@@ -526,15 +526,11 @@ def train_mlm(
             progress=progress,
         ),
     )
-    if resuming:
-        trainer.try_resume()
-        log.info("resumed at step %d", trainer.step)
-    start = time.monotonic()
-    trainer.train()
+    run = trainer.fit(resume=resuming)
     return {
-        "steps": trainer.step,
-        "train_seconds": round(time.monotonic() - start, 2),
-        "best_val_loss": trainer.best,
+        "steps": run["steps"],
+        "train_seconds": run["train_seconds"],
+        "best_val_loss": run["best"],
         "parameters": sum(p.numel() for p in model.parameters()),
     }
 

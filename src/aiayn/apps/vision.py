@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -357,15 +356,11 @@ def train_vit(
             progress=progress,
         ),
     )
-    if resuming:
-        trainer.try_resume()
-        log.info("resumed at step %d", trainer.step)
-    start = time.monotonic()
-    trainer.train()
+    run = trainer.fit(resume=resuming)
     return {
-        "steps": trainer.step,
-        "train_seconds": round(time.monotonic() - start, 2),
-        "best_val_accuracy": trainer.best,
+        "steps": run["steps"],
+        "train_seconds": run["train_seconds"],
+        "best_val_accuracy": run["best"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "classes": len(train_set.classes),
     }

@@ -416,6 +416,22 @@ class Trainer:
             step_tokens += tokens
         return self.dist.sum(step_loss), int(self.dist.sum(step_tokens))
 
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Continue from ``DIR/last`` when ``resume`` (and a state is there), then :meth:`train`.
+
+        Returns:
+            ``{"steps", "train_seconds", "best"}`` for the applications' summaries.
+        """
+        if resume and self.try_resume():
+            log.info("resumed at step %d", self.step)
+        start = time.monotonic()
+        self.train()
+        return {
+            "steps": self.step,
+            "train_seconds": round(time.monotonic() - start, 2),
+            "best": self.best,
+        }
+
     def train(self) -> list[dict[str, Any]]:
         """Train until ``max_steps`` or ``max_minutes``; save on the way out, even on Ctrl-C/SIGTERM.
 
