@@ -254,7 +254,11 @@ def main(argv=None) -> None:
         "--results", default=str(RESULTS), help="folder of each system's last result (JSON)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--quick", action="store_true", help="skip (two 8-minute training runs)")
     args = parser.parse_args(argv)
+    if args.quick:
+        print("bench_real_corpus: skipped by --quick (it trains two models for 8 minutes each)")
+        return
     out = Path(args.out_dir or tempfile.mkdtemp(prefix="aiayn-bench-real-"))
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)

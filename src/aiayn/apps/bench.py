@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench_gpt",
     "bench_embed",
     "bench_vit",
+    "bench_real_corpus",  # two 8-minute training runs; skipped by --quick
 )
 
 
