@@ -22,6 +22,7 @@ mention next to the dot product; it always takes the reference path.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -223,6 +224,8 @@ class LayerCache:
 
     self_attn: KVCache
     cross_attn: KVCache | None = None
+    #: the layer's lean one-token step, built on first use (see DecoderLayer)
+    step: Callable[..., Tensor] | None = None
 
     def reorder(self, index: Tensor) -> None:
         self.self_attn.reorder(index)
@@ -312,52 +315,62 @@ class MultiHeadAttention(nn.Module):
         return k, v
 
     # ---- one cached decoding step, lean --------------------------------------------------------
-    # During greedy/beam search and generation these run once per token per layer. They do exactly
-    # the arithmetic of ``forward`` for that case (one new query per row, eval mode, dot scoring,
-    # no weights returned) but call the functional ops directly: at batch 1 the module dispatch and
-    # the general path's mask bookkeeping cost more time than the matrix products.
+    # During greedy/beam search and generation a step runs once per token per layer. These build,
+    # once per cache, a function doing the arithmetic of ``forward`` for that case (one new query
+    # per row, eval mode, dot scoring, no weights returned) on ``(B, D)`` rows, with the weights
+    # captured as plain tensors and the functional ops called directly: at batch 1, module
+    # dispatch, attribute look-ups, 3-D reshapes and the general path's mask bookkeeping cost more
+    # time than the matrix-vector products. With one query per row, ``(B, D)`` viewed as
+    # ``(B, H, 1, Dh)`` is exactly the split into heads (no transpose needed), and back. Weights
+    # must not change while the cache is in use (true of decoding).
 
-    def self_attend_step(self, x: Tensor, cache: KVCache, key_mask: Tensor | None) -> Tensor:
-        """Causal self-attention of one new token per row ``(B, 1, D)`` over the cache and itself.
+    def self_step(self, cache: KVCache) -> Callable[[Tensor, Tensor | None], Tensor]:
+        """``step(x (B, D), key_mask (B, S) | None) -> (B, D)``: causal self-attention of one new
+        token per row over the cache and itself. ``key_mask`` marks real tokens among cached + new
+        ones (left-padded GPT batches); the new token is always real, so no row is empty."""
+        w_qkv, b_qkv = self._qkv_weights()
+        w_out, b_out = self.out_proj.weight, self.out_proj.bias
+        H, Dh, D = self.num_heads, self.head_dim, self.d_model
+        append = cache.append
 
-        ``key_mask`` ``(B, S)`` marks real tokens among cached + new ones (left-padded GPT batches);
-        the new token is always real, so no row is empty and no guard is needed.
-        """
-        B = x.shape[0]
-        q, k, v = (self._split(t) for t in self._project_qkv(x, cache))
-        k, v = cache.append(k, v)
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # one query sees all keys
-        return F.linear(
-            out.transpose(1, 2).reshape(B, 1, self.d_model),
-            self.out_proj.weight,
-            self.out_proj.bias,
-        )
+        def step(x: Tensor, key_mask: Tensor | None) -> Tensor:
+            B = x.shape[0]
+            q, k, v = F.linear(x, w_qkv, b_qkv).view(B, 3, H, 1, Dh).unbind(1)  # (B, H, 1, Dh)
+            k, v = append(k, v)
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # sees every key
+            return F.linear(out.reshape(B, D), w_out, b_out)
 
-    def cross_attend_step(
-        self, x: Tensor, memory: Tensor | None, cache: KVCache, key_mask: Tensor | None
-    ) -> Tensor:
-        """Cross-attention of ``(B, T, D)`` queries to the source, keys/values cached on first use.
+        return step
 
-        ``key_mask`` ``(B, S)``: None when every source token is real (the caller checks once).
-        """
-        B, T, _ = x.shape
-        q = self._split(F.linear(x, self.q_proj.weight, self.q_proj.bias))
+    def cross_step(
+        self, cache: KVCache, memory: Tensor | None
+    ) -> Callable[[Tensor, Tensor | None], Tensor]:
+        """``step(x (B, D), key_mask (B, S) | None) -> (B, D)``: cross-attention of one query per
+        row to the source, whose keys and values are computed from ``memory`` now (unless
+        ``cache`` has them) and cached. ``key_mask`` is None when every source token is real."""
         if cache.is_empty:
             if memory is None:
                 raise ValueError("cross-attention needs `memory` until its cache is filled")
             k, v = self._project_kv(memory)
             cache.set(self._split(k), self._split(v))
-        k, v = cache.get()
-        mask, row_ok = _guard_empty_rows(None if key_mask is None else key_mask[:, None, None, :])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        if row_ok is not None:
-            out = out * row_ok
-        return F.linear(
-            out.transpose(1, 2).reshape(B, T, self.d_model),
-            self.out_proj.weight,
-            self.out_proj.bias,
-        )
+        w_q, b_q = self.q_proj.weight, self.q_proj.bias
+        w_out, b_out = self.out_proj.weight, self.out_proj.bias
+        H, Dh, D = self.num_heads, self.head_dim, self.d_model
+
+        def step(x: Tensor, key_mask: Tensor | None) -> Tensor:
+            B = x.shape[0]
+            q = F.linear(x, w_q, b_q).view(B, H, 1, Dh)
+            k, v = cache.get()
+            mask, row_ok = _guard_empty_rows(
+                None if key_mask is None else key_mask[:, None, None, :]
+            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if row_ok is not None:
+                out = out * row_ok
+            return F.linear(out.reshape(B, D), w_out, b_out)
+
+        return step
 
     def forward(
         self,

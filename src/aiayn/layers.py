@@ -266,34 +266,59 @@ class DecoderLayer(nn.Module):
         memory_key_mask: Tensor | None,
         cache: LayerCache,
     ) -> Tensor:
-        """One cached decoding step ``(B, 1, D)`` in eval mode: the arithmetic of :meth:`forward`
-        (dropout is the identity in eval) with the sublayers called as functions, because in a
-        decoding loop at small batch sizes module dispatch costs more than the matrix products."""
+        """One cached decoding step ``(B, 1, D)`` in eval mode through the cache's lean step
+        function (built on first use by :meth:`_make_step`)."""
+        if cache.step is None:
+            cache.step = self._make_step(cache, memory)
+        B, _, D = x.shape
+        return cache.step(x.reshape(B, D), key_mask, memory_key_mask).view(B, 1, D)
 
-        def norm(layer: nn.LayerNorm, h: Tensor) -> Tensor:
-            return F.layer_norm(h, layer.normalized_shape, layer.weight, layer.bias, layer.eps)
+    def _make_step(self, cache: LayerCache, memory: Tensor | None):
+        """The arithmetic of :meth:`forward` for one token per row in eval mode (dropout is the
+        identity), on ``(B, D)`` rows, with the weights captured once as tensors: in a decoding
+        loop at small batch sizes, module dispatch and attribute look-ups cost more than the
+        matrix-vector products."""
+
+        def norm_fn(layer: nn.LayerNorm):
+            shape, weight, bias, eps = layer.normalized_shape, layer.weight, layer.bias, layer.eps
+            return lambda h: F.layer_norm(h, shape, weight, bias, eps)
+
+        f = self.ffn
+        act, w1, b1, w2, b2 = (
+            f.activation,
+            f.linear1.weight,
+            f.linear1.bias,
+            f.linear2.weight,
+            f.linear2.bias,
+        )
+        norm1, norm3 = norm_fn(self.norm1), norm_fn(self.norm3)
+        self_attn = self.self_attn.self_step(cache.self_attn)
+        cross_attn = norm2 = None
+        if self.cross_attn is not None:
+            assert cache.cross_attn is not None
+            cross_attn = self.cross_attn.cross_step(cache.cross_attn, memory)
+            norm2 = norm_fn(self.norm2)
 
         def ffn(h: Tensor) -> Tensor:
-            f = self.ffn
-            inner = f.activation(F.linear(h, f.linear1.weight, f.linear1.bias))
-            return F.linear(inner, f.linear2.weight, f.linear2.bias)
-
-        def self_block(h: Tensor) -> Tensor:
-            return self.self_attn.self_attend_step(h, cache.self_attn, key_mask)
-
-        def cross_block(h: Tensor) -> Tensor:
-            assert self.cross_attn is not None and cache.cross_attn is not None
-            return self.cross_attn.cross_attend_step(h, memory, cache.cross_attn, memory_key_mask)
+            return F.linear(act(F.linear(h, w1, b1)), w2, b2)
 
         if self.norm_first:
-            x = x + self_block(norm(self.norm1, x))
-            if self.cross_attn is not None:
-                x = x + cross_block(norm(self.norm2, x))
-            return x + ffn(norm(self.norm3, x))
-        x = norm(self.norm1, x + self_block(x))
-        if self.cross_attn is not None:
-            x = norm(self.norm2, x + cross_block(x))
-        return norm(self.norm3, x + ffn(x))
+
+            def step(x: Tensor, key_mask: Tensor | None, memory_key_mask: Tensor | None) -> Tensor:
+                x = x + self_attn(norm1(x), key_mask)
+                if cross_attn is not None:
+                    x = x + cross_attn(norm2(x), memory_key_mask)
+                return x + ffn(norm3(x))
+
+        else:
+
+            def step(x: Tensor, key_mask: Tensor | None, memory_key_mask: Tensor | None) -> Tensor:
+                x = norm1(x + self_attn(x, key_mask))
+                if cross_attn is not None:
+                    x = norm2(x + cross_attn(x, memory_key_mask))
+                return norm3(x + ffn(x))
+
+        return step
 
 
 class Encoder(nn.Module):
