@@ -258,7 +258,7 @@ def training_section(rows: list[dict], peak: float, repeats: int) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1-minute training, short runs")
+    parser.add_argument("--quick", action="store_true", help="30-second training, short runs")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument(
         "--parts",
@@ -266,11 +266,11 @@ def main(argv=None) -> None:
         default=["shakespeare", "generate", "throughput"],
         choices=["shakespeare", "generate", "throughput"],
     )
-    parser.add_argument("--minutes", type=float, help="training budget (default 10; quick: 1)")
+    parser.add_argument("--minutes", type=float, help="training budget (default 10; quick: 0.5)")
     parser.add_argument("--baseline", action="store_true", help="also train nanoGPT's recipe")
     parser.add_argument("--out-dir", help="keep the trained models here (default: a temp dir)")
     args = parser.parse_args(argv)
-    minutes = args.minutes or (1.0 if args.quick else 10.0)
+    minutes = args.minutes or (0.5 if args.quick else 10.0)
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="aiayn-bench-gpt-"))
 
     def write(name: str, text: str) -> None:

@@ -92,12 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="keep the trained model here")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--quick", action="store_true", help="a 20-second training budget")
     args = parser.parse_args(argv)
+    minutes = 1 / 3 if args.quick else args.minutes
     with tempfile.TemporaryDirectory() as tmp:
-        vit = run_vit(args.minutes, args.out or Path(tmp) / "vit", args.seed)
+        vit = run_vit(minutes, args.out or Path(tmp) / "vit", args.seed)
     svc = run_svc()
     print(json.dumps({"vit": vit, "svc": svc}))
-    body = report(vit, svc, args.minutes)
+    body = report(vit, svc, minutes)
     print(body)
     if not args.no_write:
         write_section("ViT on builtin:digits vs scikit-learn SVC", body)
