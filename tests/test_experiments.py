@@ -5,21 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from aiayn.apps.experiments import EXPERIMENT_NAMES
 from aiayn.cli import main
 from aiayn.experiments import EXPERIMENTS, _schedules, copy_pairs
 from aiayn.training.scheduled_sampling import ScheduledSampling
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: a second thread only adds synchronisation (and stalls on a busy shared CPU).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_issue_experiment_is_registered():

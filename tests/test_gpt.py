@@ -14,14 +14,8 @@ from aiayn.layers import Decoder, DecoderLayer
 from aiayn.models.gpt import GPT, PRESETS, GPTConfig, positions_from_mask
 from reference import randomize_
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 V = 41

@@ -16,14 +16,8 @@ transformers = pytest.importorskip("transformers")
 from aiayn.interop.gpt2 import config_from_hf, from_hf_gpt2, to_hf_gpt2  # noqa: E402
 from reference import randomize_  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 V = 97

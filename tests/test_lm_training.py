@@ -30,14 +30,8 @@ from aiayn.data.lm_data import (
 )
 from aiayn.models.gpt import GPT, GPTConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy machine they lose a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Words drawn uniformly and independently from 8 words with 8 different first letters. Once a model

@@ -12,14 +12,8 @@ from aiayn.local_attention import local_attention
 from aiayn.masks import make_local_mask
 from aiayn.models.seq2seq import PRESETS, Transformer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds synchronisation (and stalls on a busy shared CPU).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second thread only adds synchronisation (and stalls on a busy shared CPU).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference(q, k, v, window, causal, key_mask=None):

@@ -16,14 +16,8 @@ from aiayn.cli import main
 from aiayn.data.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
 from aiayn.training.schedules import warmup_cosine
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 #: Four topics of eight words. A line draws all its words from one topic, so a hidden word is one of

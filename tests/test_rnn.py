@@ -9,14 +9,8 @@ from aiayn.data.batching import collate_seq2seq
 from aiayn.models.rnn import RNNConfig, RNNSeq2Seq
 from aiayn.training.losses import label_smoothed_cross_entropy
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds synchronisation (and stalls on a busy shared CPU).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second thread only adds synchronisation (and stalls on a busy shared CPU).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(**kw):

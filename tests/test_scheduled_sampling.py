@@ -20,14 +20,8 @@ from aiayn.training.scheduled_sampling import (
     seq2seq_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds synchronisation (and stalls on a busy shared CPU).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: a second thread only adds synchronisation (and stalls on a busy shared CPU).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedules_follow_their_formulas():

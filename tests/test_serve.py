@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from aiayn.apps.serve import ServeLimits, make_server
 from aiayn.cli import build_parser
@@ -27,13 +26,8 @@ from tiny_translation import tiny_lm_model_dir, tiny_translation_model_dir
 LIMITS = ServeLimits(max_body_bytes=4096, max_chars=100, max_tokens=20, max_output_tokens=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread, and much faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from aiayn.apps.serve import ServeLimits, make_server
 from aiayn.modeldir import load_model_dir
@@ -38,13 +37,8 @@ LAUNCH_ARGS = [
 LIMITS = ServeLimits(max_chars=100, max_tokens=40, max_output_tokens=6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread, and much faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _missing(reason: str) -> None:

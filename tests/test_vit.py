@@ -28,13 +28,8 @@ from reference import randomize_
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and lose a lot when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _hf(qkv_bias: bool = True, classes: int = 5):
