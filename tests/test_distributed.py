@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import socket
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from safetensors.torch import load_file
 
 from aiayn.data.corpus import write_parallel_tsv
 from aiayn.translation import train_translation
+from dist_helpers import free_port, torchrun_env
 
 PAIRS = [(f"{a} {b} {c}", f"{c} {b} {a}") for a in "abcd" for b in "efg" for c in "hij"]
 COMMON = dict(
@@ -31,20 +30,8 @@ COMMON = dict(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world_size: int, port: int, tsv: str, out: str, extra=None) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-    )
+    torchrun_env(rank, world_size, port)
     torch.set_num_threads(1)
     try:
         train_translation(tsv, out, valid_spec=tsv, **{**COMMON, **(extra or {})})
@@ -61,7 +48,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path: Pa
     # batches r, r + 2, ... of the same epoch order).
     train_translation(str(tsv), single, valid_spec=str(tsv), accumulate=2, **COMMON)
     double = tmp_path / "double"
-    mp.spawn(_worker, args=(2, _free_port(), str(tsv), str(double)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tsv), str(double)), nprocs=2, join=True)
 
     a = load_file(single / "last" / "model.safetensors")
     b = load_file(double / "last" / "model.safetensors")
@@ -103,7 +90,7 @@ def test_fsdp_trains_like_one_process_and_writes_whole_checkpoints(tmp_path: Pat
     single = tmp_path / "single"
     train_translation(str(tsv), single, valid_spec=str(tsv), accumulate=2, **{**COMMON, **fsdp})
     sharded = tmp_path / "sharded"
-    port = _free_port()
+    port = free_port()
     mp.spawn(_worker, args=(2, port, str(tsv), str(sharded), fsdp), nprocs=2, join=True)
     # Same tolerance and reason as the DDP test: only the order of the gradient sums differs.
     assert _worst(single, sharded) < 1e-5
@@ -128,7 +115,7 @@ def test_fsdp_trains_like_one_process_and_writes_whole_checkpoints(tmp_path: Pat
     assert "--fsdp needs several processes" in caplog.text
     assert _worst(reference, sharded) < 1e-5
     extra = {**fsdp, "resume": True, "max_steps": 5}
-    mp.spawn(_worker, args=(2, _free_port(), str(tsv), str(single), extra), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tsv), str(single), extra), nprocs=2, join=True)
     assert _worst(reference, single) < 1e-5
     steps = [json.loads(x)["step"] for x in (single / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]

