@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, LayerCache, MultiHeadAttention
+from .dropout import Dropout
 
 # functools.partial, not a lambda: modules holding the function must stay picklable and copyable.
 ACTIVATIONS = {
@@ -63,7 +64,7 @@ class FeedForward(nn.Module):
         self.activation = get_activation(activation)
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, T, D)`` -> ``(B, T, D)``."""
@@ -108,8 +109,8 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
 
     def forward(
         self,
@@ -170,15 +171,15 @@ class DecoderLayer(nn.Module):
         attn_p = dropout if attention_dropout is None else attention_dropout
         self.self_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout1 = nn.Dropout(dropout)
+        self.dropout1 = Dropout(dropout)
         self.cross_attn: MultiHeadAttention | None = None
         if cross_attention:
             self.cross_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
             self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-            self.dropout2 = nn.Dropout(dropout)
+            self.dropout2 = Dropout(dropout)
         self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.dropout3 = nn.Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
 
     def forward(
         self,

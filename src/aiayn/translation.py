@@ -8,9 +8,9 @@ tokens) and label smoothing, with the paper's Adam settings and warm-up schedule
 from __future__ import annotations
 
 import logging
-import math
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,13 @@ from .decoding import beam_search, greedy_search
 from .errors import AiaynError
 from .metrics import corpus_bleu_chrf
 from .modeldir import LoadedModel, load_model_dir, write_model_info
-from .models.seq2seq import PRESETS, Transformer, TransformerConfig
+from .models.seq2seq import Transformer, TransformerConfig
 from .training import distributed
+from .training.budget import Budget, linear_cost, preserved_rng, seconds_per_step
+from .training.checkpoint import find_checkpoint
 from .training.losses import label_smoothed_cross_entropy
 from .training.scheduled_sampling import ScheduledSampling, seq2seq_loss
-from .training.schedules import noam
+from .training.schedules import BudgetSchedule, NoamSchedule
 from .training.trainer import TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
@@ -69,106 +71,254 @@ def split_off_validation(
     return train, valid
 
 
+# ---- planning ------------------------------------------------------------------------------------
+
+#: The models the planner chooses from, smallest first (presets of aiayn.models.seq2seq).
+LADDER = ("tiny", "small", "base")
+#: Batch sizes (``len(batch) * longest side``, padding included) the planner chooses from.
+BATCH_CHOICES = (512, 1024, 2048, 4096, 8192, 16384)
+#: A run needs at least this many optimizer steps: a budget spent on a few huge batches learns
+#: little (on a 20k-pair corpus, 183 steps of big batches left the loss at 4.3).
+TARGET_STEPS = 2000
+#: ... and should pass over its corpus at least this many times; a larger model is chosen only
+#: when it can do both in the budget.
+MIN_EPOCHS = 10
+#: Validations (BLEU on the validation set) per run: each costs decoding time out of the budget.
+EVALS_PER_RUN = 5
+#: Snapshots of the weights averaged at the end of a run (the paper averaged the last 5).
+AVERAGE_LAST = 5
+
+
 @dataclass(frozen=True)
 class TrainPlan:
-    """Everything chosen before training: model config, schedule, batch size, budget."""
+    """Everything chosen before training, and why (written to the log and to ``config.json``).
+
+    Attributes:
+        model: the model config (vocabulary sizes filled in).
+        model_name: its ladder/preset name.
+        batch_tokens: batch size in tokens (``len(batch) * longest side``, padding included).
+        peak_lr: the learning rate after warm-up.
+        warmup_steps: the longest warm-up in steps.
+        warmup_fraction: the longest warm-up as a fraction of the budget.
+        max_steps: the step budget (None: time only).
+        budget_seconds: the time budget, planning included (None: steps only).
+        eval_every: steps between validations (None: by time).
+        eval_every_seconds: seconds between validations (None: by steps).
+        label_smoothing: epsilon of the loss.
+        joint_vocab: one vocabulary (and embedding matrix) for source and target.
+        measured: per candidate model: measured seconds per step at each calibrated batch size, and
+            the steps and passes over the corpus the chosen batch gives in the budget.
+    """
 
     model: TransformerConfig
+    model_name: str
     batch_tokens: int
-    warmup: int
     peak_lr: float
-    max_steps: int
-    max_minutes: float | None
-    eval_every: int
+    warmup_steps: int | None
+    warmup_fraction: float
+    max_steps: int | None
+    budget_seconds: float | None
+    eval_every: int | None
+    eval_every_seconds: float | None
     label_smoothing: float = 0.1
-    vocab_size: int = 8000
+    joint_vocab: bool = False
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def schedule(self) -> BudgetSchedule | NoamSchedule:
+        """Warm-up and cosine decay over the budget; with steps alone, the paper's schedule (it has
+        no end point, so extending ``--max-steps`` on resume changes nothing already trained)."""
+        if self.budget_seconds is None:
+            return NoamSchedule(self.peak_lr, self.warmup_steps or 4000)
+        return BudgetSchedule(
+            self.peak_lr, warmup_steps=self.warmup_steps, warmup_fraction=self.warmup_fraction
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("model")  # stored as the model directory's own config
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], model: TransformerConfig) -> TrainPlan:
+        known = {f.name for f in fields(cls)} - {"model"}
+        return cls(model=model, **{k: v for k, v in data.items() if k in known})
 
 
-#: auto_plan picks a model that can pass over the corpus at least this many times in the budget.
-MIN_EPOCHS = 10
+def peak_lr_for(d_model: int) -> float:
+    """Adam's peak rate by width: wider models need smaller steps (as the paper's d^-0.5 factor)."""
+    return 2e-3 if d_model <= 256 else 1e-3 if d_model <= 512 else 5e-4
 
 
-def _tokens_per_second(config: TransformerConfig) -> float:
-    """Training target tokens/s on a 2-core CPU for d_model=128 with 2+2 layers, scaled by d_model²
-    and depth. 15k was measured on the zh-en phrasebook (short sentences, small vocabularies); on
-    builtin:bible-fr-en (~30-piece verses, 2k-piece vocabularies) it is 7.8k. When the estimate is
-    high, the time budget stops training before ``max_steps``: the schedule is still sound (Noam
-    needs no end point) and evaluations, a tenth of the planned steps apart, are fewer."""
-    layers = config.num_encoder_layers + config.num_decoder_layers
-    return 1.5e4 * (128 / config.d_model) ** 2 * 4 / max(layers, 1)
+def _units(ids: Sequence[tuple[list[int], list[int]]]) -> list[int]:
+    """What each pair costs in a batch: its longer side + the added EOS/BOS (TokenBatchSampler's unit)."""
+    return [max(len(s), len(t)) + 1 for s, t in ids]
 
 
-def _estimate_pieces(text: str) -> float:
-    """Roughly how many subword pieces ``text`` becomes: ~1.3 per space-separated word, one per
-    CJK character (which aiayn's tokenizers keep as single pieces)."""
-    cjk = sum(1 for c in text if ord(c) >= 0x2E80)
-    return 1.3 * len(text.split()) + cjk + 1
+def measure_step_seconds(
+    config: TransformerConfig,
+    train_ids: Sequence[tuple[list[int], list[int]]],
+    batch_tokens: int,
+    device: torch.device,
+    label_smoothing: float = 0.1,
+    seed: int = 0,
+) -> float:
+    """Seconds one optimizer step of ``config`` takes on real batches of ``batch_tokens``: forward,
+    label-smoothed loss, backward, clipping and Adam, on a fresh model (random generators untouched)."""
+    with preserved_rng():
+        model = Transformer(config).to(device).train()
+        optimizer = paper_adam(model, 1e-4)
+        sampler = TokenBatchSampler(_units(train_ids), batch_tokens, shuffle=True, seed=seed)
+        batches = iter(sampler)
+        # Batches as the epoch mixes them: a step's cost is what the epoch's batches cost.
+        chosen = [next(batches, None) for _ in range(4)]
+        chosen = [c for c in chosen if c is not None] or [list(range(len(train_ids)))]
+
+        calls = [0]
+
+        def step() -> None:
+            batch = collate_seq2seq([train_ids[i] for i in chosen[calls[0] % len(chosen)]])
+            calls[0] += 1
+            batch = batch.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss, n = seq2seq_loss(
+                model,
+                batch.src,
+                batch.tgt_in,
+                batch.tgt_out,
+                batch.src_key_mask,
+                batch.tgt_key_mask,
+                0,
+                label_smoothing,
+            )
+            (loss / max(n, 1)).backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+
+        return seconds_per_step(step, steps=len(chosen), device=device)
 
 
-def auto_plan(
-    pairs: Sequence[tuple[str, str]],
-    max_minutes: float | None,
-    max_steps: int | None,
+def plan_translation(
+    train_ids: Sequence[tuple[list[int], list[int]]],
+    budget: Budget,
+    src_vocab: int,
+    tgt_vocab: int,
+    joint_vocab: bool,
+    device: torch.device,
     preset: str | None = None,
     overrides: list[str] | None = None,
     batch_tokens: int | None = None,
+    seconds_left: float | None = None,
+    seed: int = 0,
 ) -> TrainPlan:
-    """Pick a model size, batch, vocabulary and schedule that fit the corpus and the time budget.
+    """Choose the model, batch and schedule for this corpus and budget, from measured step costs.
 
-    The model is the largest of tiny / small / base that both suits the corpus size (small corpora
-    overfit big models) and can pass over the corpus at least :data:`MIN_EPOCHS` times in the budget
-    (a model too big for the budget sees each sentence only a few times and ends undertrained: on a
-    10k-pair corpus with 8 CPU minutes, tiny reaches a far higher BLEU than small). The warm-up is a
-    tenth of the steps the budget allows, and the peak learning rate is set directly (the Noam
-    factor is derived from it).
+    For each model of :data:`LADDER` (or the ``preset``), a few real optimizer steps are timed at two
+    batch sizes, which gives the step's cost as ``fixed + per_token * batch``. The batch is then the
+    largest of :data:`BATCH_CHOICES` that still leaves :data:`TARGET_STEPS` steps in the budget (a
+    small corpus wants many small steps, not a few huge ones), and the model is the largest that gets
+    both those steps and :data:`MIN_EPOCHS` passes over the corpus (a model too big for the budget
+    ends undertrained). With a step budget and no time budget nothing needs measuring: the preset
+    (default ``tiny``) and 4,096-token batches are used as they are.
     """
-    n = len(pairs)
-    if batch_tokens is None:
-        batch_tokens = 2048 if n < 20_000 else 4096
-    minutes = max_minutes if max_minutes is not None else 10.0
-    if preset is not None:
-        base = cfg.get_preset("transformer", preset)
-    else:
-        by_size = "tiny" if n < 5_000 else "small" if n < 200_000 else "base"
-        corpus_tokens = sum(_estimate_pieces(t) for _, t in pairs)
-        names = ("tiny", "small", "base")
+    n_units = sum(_units(train_ids))
+    measured: dict[str, Any] = {}
+
+    def configured(name: str) -> TransformerConfig:
+        base = cfg.get_preset("transformer", name)
+        base = replace(
+            base, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, share_embeddings=joint_vocab
+        )
+        return cfg.apply_overrides(base, overrides)
+
+    names = [preset] if preset is not None else list(LADDER)
+    if not budget.by_time:
         name = names[0]
-        for candidate in names[: names.index(by_size) + 1]:
-            seen = (
-                max_steps * batch_tokens
-                if max_steps is not None and max_minutes is None
-                else minutes * 60 * _tokens_per_second(PRESETS[candidate])
-            )
-            if seen >= MIN_EPOCHS * corpus_tokens:
-                name = candidate
-        base = PRESETS[name]
-        if name != "base":
-            base = replace(base, dropout=0.1 if n > 50_000 else 0.2)
-    base = cfg.apply_overrides(base, overrides)
-    # Vocabulary: large enough for the corpus's words, small enough that rare pieces still get trained.
-    vocab = int(min(16000, max(1000, 2 * math.sqrt(n) * 10)))
-    if max_steps is None:
-        max_steps = max(100, int(minutes * 60 * _tokens_per_second(base) / batch_tokens))
-    warmup = max(50, min(4000, max_steps // 10))
-    peak_lr = 2e-3 if base.d_model <= 256 else 1e-3 if base.d_model <= 512 else 5e-4
-    eval_every = max(50, min(1000, max_steps // 10))
+        chosen, model = batch_tokens or 4096, configured(name)
+    else:
+        seconds = seconds_left if seconds_left is not None else budget.seconds
+        train_seconds = seconds * (1 - 0.1)  # validations, the final evaluation and averaging
+        best = None
+        for name in names:
+            model = configured(name)
+            sizes = [batch_tokens] if batch_tokens else [1024, 4096]
+            costs = {b: measure_step_seconds(model, train_ids, b, device, seed=seed) for b in sizes}
+            fixed, per_token = linear_cost(costs)
+            options = [batch_tokens] if batch_tokens else list(BATCH_CHOICES)
+            steps_at = {b: int(train_seconds / (fixed + per_token * b)) for b in options}
+            enough = [b for b in options if steps_at[b] >= TARGET_STEPS]
+            b = max(enough) if enough else min(options)
+            steps, epochs = steps_at[b], steps_at[b] * b / max(n_units, 1)
+            measured[name] = {
+                "seconds_per_step": {str(k): round(v, 4) for k, v in costs.items()},
+                "batch_tokens": b,
+                "steps": steps,
+                "epochs": round(epochs, 1),
+            }
+            fits = steps >= TARGET_STEPS and epochs >= MIN_EPOCHS
+            if best is None or fits:
+                best = (name, model, b)
+            if not fits:
+                break  # larger models are slower still
+        name, model, chosen = best
+    warmup_steps = 4000  # the paper's; a short budget warms up over a fraction of it instead
+    if budget.max_steps is not None:
+        warmup_steps = max(50, min(warmup_steps, budget.max_steps // 10))
+    evals = EVALS_PER_RUN
     return TrainPlan(
-        model=base,
-        batch_tokens=batch_tokens,
-        warmup=warmup,
-        peak_lr=peak_lr,
-        max_steps=max_steps,
-        max_minutes=max_minutes,
-        eval_every=eval_every,
-        vocab_size=vocab,
+        model=model,
+        model_name=name,
+        batch_tokens=chosen,
+        peak_lr=peak_lr_for(model.d_model),
+        warmup_steps=warmup_steps,
+        warmup_fraction=0.05,
+        max_steps=budget.max_steps,
+        budget_seconds=budget.seconds,
+        eval_every=None if budget.by_time else max(1, (budget.max_steps or evals) // evals),
+        eval_every_seconds=budget.seconds / evals if budget.by_time else None,
+        joint_vocab=joint_vocab,
+        measured=measured,
     )
+
+
+def describe_plan(
+    plan: TrainPlan, n_pairs: int, parameters: int, src_vocab: int, tgt_vocab: int
+) -> str:
+    """The planner's decisions as one readable block for the log."""
+    m = plan.model
+    vocab = (
+        f"one shared vocabulary of {src_vocab:,} pieces (shared embeddings, tied output)"
+        if plan.joint_vocab
+        else f"source {src_vocab:,} pieces, target {tgt_vocab:,} pieces (separate scripts)"
+    )
+    lines = [
+        "plan:",
+        f"  corpus      {n_pairs:,} training pairs; {vocab}",
+        f"  model       {plan.model_name}: {m.num_encoder_layers}+{m.num_decoder_layers} layers "
+        f"× d_model {m.d_model}, {parameters:,} parameters, dropout {m.dropout:g}",
+        f"  batch       {plan.batch_tokens:,} tokens",
+        f"  budget      {Budget(plan.max_steps, plan.budget_seconds).describe()}; "
+        f"Adam peak lr {plan.peak_lr:g}, warm-up {plan.warmup_fraction:.0%} of the budget "
+        f"(at most {plan.warmup_steps} steps), cosine decay to the end",
+    ]
+    for name, row in plan.measured.items():
+        costs = ", ".join(
+            f"{float(v) * 1e3:.0f} ms at {k}" for k, v in row["seconds_per_step"].items()
+        )
+        mark = "→" if name == plan.model_name else " "
+        lines.append(
+            f"  {mark} measured {name}: {costs} tokens/step; batch {row['batch_tokens']:,} gives "
+            f"{row['steps']:,} steps, {row['epochs']:g} passes over the corpus"
+        )
+    return "\n".join(lines)
 
 
 class TranslationTask:
     """The :class:`~aiayn.training.trainer.Task` of translation: token-budget batches, label-smoothed
     cross-entropy, validation loss and BLEU, and the files of a translation model directory."""
 
-    best_metric = "bleu"
+    # chrF rather than BLEU picks the best weights: BLEU is 0 for every output of fewer than four
+    # words (a Roman numeral, a transliterated name), chrF scores characters and never degenerates.
+    best_metric = "chrf"
     higher_is_better = True
 
     def __init__(
@@ -183,13 +333,15 @@ class TranslationTask:
         seed: int,
         device: torch.device,
         max_len: int,
-        bleu_sentences: int = 500,
+        bleu_sentences: int = 300,
         rank: int = 0,
         world_size: int = 1,
         scheduled_sampling: ScheduledSampling | None = None,
         guided_attention: float = 0.0,
+        info: dict[str, Any] | None = None,
     ) -> None:
         self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
+        self.info = info or {}
         # The notes' training variants (see aiayn.training.scheduled_sampling.seq2seq_loss).
         self.scheduled_sampling, self.guided_attention = scheduled_sampling, guided_attention
         self.device, self.label_smoothing = device, label_smoothing
@@ -238,29 +390,60 @@ class TranslationTask:
         pairs = self.valid_pairs[: self.bleu_sentences]
         hyps = translate_ids(model, [self.src_tok.encode(s) for s, _ in pairs], beam=1)
         scores = corpus_bleu_chrf([self.tgt_tok.decode(h) for h in hyps], [t for _, t in pairs])
-        return {"val_loss": total / max(tokens, 1), "bleu": scores["bleu"]}
+        return {"val_loss": total / max(tokens, 1), "bleu": scores["bleu"], "chrf": scores["chrf"]}
 
     def write_model_files(self, directory: Path) -> None:
+        # One shared vocabulary is one file, listed for both roles.
+        joint = self.src_tok is self.tgt_tok
+        target = SOURCE_TOKENIZER if joint else TARGET_TOKENIZER
         write_model_info(
             directory,
             "transformer",
             self.model.config,
             task="translate",
-            tokenizers={"source": SOURCE_TOKENIZER, "target": TARGET_TOKENIZER},
+            tokenizers={"source": SOURCE_TOKENIZER, "target": target},
+            **self.info,
         )
         self.src_tok.save(directory, SOURCE_TOKENIZER.removesuffix(".json"))
-        self.tgt_tok.save(directory, TARGET_TOKENIZER.removesuffix(".json"))
+        if not joint:
+            self.tgt_tok.save(directory, TARGET_TOKENIZER.removesuffix(".json"))
 
 
-def _shared_tokenizer(
-    dist: distributed.DistContext, texts: list[str], vocab_size: int
-) -> Tokenizer:
-    """Train a BPE tokenizer on rank 0 and hand the very same one to every rank."""
-    text = None
+def paper_adam(model: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam(0.9, 0.98, 1e-9), as in the paper (section 5.3)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+
+
+def learn_tokenizers(
+    dist: distributed.DistContext,
+    pairs: Sequence[tuple[str, str]],
+    joint: bool,
+    vocab_size: int | None = None,
+) -> tuple[Tokenizer, Tokenizer]:
+    """Source and target tokenizers from the training pairs (the same one when ``joint``), learned
+    on rank 0 and handed, identical, to every rank. Sizes follow :mod:`aiayn.data.vocab`'s rule."""
+    from .data.vocab import learn_vocabulary
+
+    texts = None
     if dist.is_main:
-        text = BPETokenizer.train(texts, vocab_size).hf_tokenizer.to_str()
-    text = dist.broadcast_object(text)
-    return BPETokenizer(HFTokenizer.from_str(text))
+        sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+        if joint:
+            texts = [learn_vocabulary(sources + targets, vocab_size).hf_tokenizer.to_str()] * 2
+        else:
+            texts = [
+                learn_vocabulary(side, vocab_size).hf_tokenizer.to_str()
+                for side in (sources, targets)
+            ]
+    texts = dist.broadcast_object(texts)
+    src, tgt = (BPETokenizer(HFTokenizer.from_str(t)) for t in texts)
+    return src, (src if joint else tgt)
+
+
+def load_translation_tokenizers(loaded: LoadedModel) -> tuple[Tokenizer, Tokenizer]:
+    """A translation model's source and target tokenizers (one object when they share a file)."""
+    source, target = loaded.tokenizer_path("source"), loaded.tokenizer_path("target")
+    src_tok = load_tokenizer(source)
+    return src_tok, (src_tok if source == target else load_tokenizer(target))
 
 
 def encode_pairs(
@@ -299,6 +482,9 @@ def train_translation(
     fsdp: bool = False,
     scheduled_sampling: str | ScheduledSampling | None = None,
     guided_attention: float = 0.0,
+    vocab_size: int | None = None,
+    joint_vocab: bool | None = None,
+    average_last: int = AVERAGE_LAST,
 ) -> dict[str, Any]:
     """Train a translation model into ``out_dir``; returns a summary (steps, time, best BLEU).
 
@@ -306,8 +492,13 @@ def train_translation(
     planned validation and logging intervals (in optimizer steps). ``scheduled_sampling`` is a
     schedule name (``linear``, ``exponential``, ``inverse-sigmoid``) or a
     :class:`~aiayn.training.scheduled_sampling.ScheduledSampling`; ``guided_attention`` is the
-    weight of the guided-attention penalty (0 = off).
+    weight of the guided-attention penalty (0 = off). ``vocab_size`` fixes the vocabulary size
+    (default: the frequency rule of :mod:`aiayn.data.vocab`); ``joint_vocab`` forces one shared
+    vocabulary or two (default: shared when the two sides write the same characters).
     """
+    from .data.vocab import shares_alphabet
+
+    started = time.monotonic()
     if isinstance(scheduled_sampling, str):
         scheduled_sampling = ScheduledSampling(scheduled_sampling)
     out_dir = Path(out_dir)
@@ -322,33 +513,49 @@ def train_translation(
     else:
         train_pairs, valid_pairs = split_off_validation(train_pairs, seed=seed)
 
-    resuming = resume and (out_dir / "last").exists()
-    if resume and not resuming:
+    budget = Budget.from_args(max_steps, max_minutes)
+    found = find_checkpoint(out_dir / "last") if resume else None
+    if resume and found is None:
         log.info("no saved state in %s: starting fresh", out_dir)
-    if resuming:
-        saved = load_model_dir(out_dir / "last", device, expect="transformer")
-        src_tok = load_tokenizer(saved.tokenizer_path("source"))
-        tgt_tok = load_tokenizer(saved.tokenizer_path("target"))
-        model_config = saved.config
-        plan = auto_plan(train_pairs, max_minutes, max_steps, preset, overrides, batch_tokens)
-        plan = replace(plan, model=model_config)
+    if found is not None:
+        saved = load_model_dir(found, device, expect="transformer")
+        src_tok, tgt_tok = load_translation_tokenizers(saved)
+        saved_plan = saved.info.get("training", {}).get("plan")
+        if saved_plan is None:
+            raise AiaynError(f"{found}: no training plan stored; cannot resume")
+        plan = TrainPlan.from_json(saved_plan, saved.config)
+        if max_steps is not None or max_minutes is not None:
+            plan = replace(plan, max_steps=budget.max_steps)  # the new budget's step limit
     else:
-        plan = auto_plan(train_pairs, max_minutes, max_steps, preset, overrides, batch_tokens)
-        src_tok = _shared_tokenizer(dist, [s for s, _ in train_pairs], plan.vocab_size)
-        tgt_tok = _shared_tokenizer(dist, [t for _, t in train_pairs], plan.vocab_size)
-        model_config = replace(
-            plan.model, src_vocab_size=src_tok.vocab_size, tgt_vocab_size=tgt_tok.vocab_size
+        joint = shares_alphabet(*zip(*train_pairs)) if joint_vocab is None else joint_vocab
+        src_tok, tgt_tok = learn_tokenizers(dist, train_pairs, joint, vocab_size)
+        train_ids = encode_pairs(train_pairs, src_tok, tgt_tok, 1024)
+        plan = plan_translation(
+            train_ids,
+            budget,
+            src_tok.vocab_size,
+            tgt_tok.vocab_size,
+            joint,
+            device,
+            preset,
+            overrides,
+            batch_tokens,
+            seconds_left=None
+            if budget.seconds is None
+            else budget.seconds - (time.monotonic() - started),
+            seed=seed,
         )
+        plan = dist.broadcast_object(plan)  # every rank trains the plan rank 0 measured
+    model_config = plan.model
     model = Transformer(model_config).to(device)
-    log.info(
-        "model: %s parameters, d_model=%d, layers=%d+%d; %d training pairs; %d steps max",
-        f"{sum(p.numel() for p in model.parameters()):,}",
-        model_config.d_model,
-        model_config.num_encoder_layers,
-        model_config.num_decoder_layers,
-        len(train_pairs),
-        plan.max_steps,
-    )
+    parameters = sum(p.numel() for p in model.parameters())
+    if dist.is_main:
+        log.info(
+            "%s",
+            describe_plan(
+                plan, len(train_pairs), parameters, src_tok.vocab_size, tgt_tok.vocab_size
+            ),
+        )
     task = TranslationTask(
         model,
         src_tok,
@@ -364,40 +571,40 @@ def train_translation(
         world_size=dist.world_size,
         scheduled_sampling=scheduled_sampling,
         guided_attention=guided_attention,
+        info={"training": {"train": train_spec, "seed": seed, "plan": plan.to_json()}},
     )
-    # Adam(0.9, 0.98, 1e-9) and the Noam schedule, as in the paper (section 5.3).
-    optimizer = torch.optim.Adam(model.parameters(), lr=plan.peak_lr, betas=(0.9, 0.98), eps=1e-9)
-    factor = plan.peak_lr * math.sqrt(model_config.d_model) * math.sqrt(plan.warmup)
-
-    def lr_at(step: int) -> float:
-        return noam(step, model_config.d_model, plan.warmup, factor)
-
     trainer = Trainer(
         model,
-        optimizer,
-        lr_at,
+        paper_adam(model, plan.peak_lr),
+        plan.schedule(),
         task,
         out_dir,
         TrainConfig(
             max_steps=plan.max_steps,
-            max_minutes=plan.max_minutes,
+            max_minutes=max_minutes,
+            budget_seconds=plan.budget_seconds,
             eval_every=eval_every or plan.eval_every,
-            log_every=log_every or max(10, plan.eval_every // 5),
+            eval_every_seconds=None if eval_every else plan.eval_every_seconds,
+            log_every=log_every or 50,
             seed=seed,
             progress=progress,
             accumulate=accumulate,
             clip_norm=clip_norm,
             compile=compile,
             fsdp=fsdp,
+            average_last=average_last,
+            started_at=started,
         ),
         dist=dist,
     )
-    run = trainer.fit(resume=resuming)
+    run = trainer.fit(resume=found is not None)
     return {
         "steps": run["steps"],
         "train_seconds": run["train_seconds"],
-        "best_bleu": run["best"],
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "best_chrf": run["best"],
+        "parameters": parameters,
+        "model": plan.model_name,
+        "batch_tokens": plan.batch_tokens,
     }
 
 
@@ -440,8 +647,7 @@ class Translator:
         if loaded.kind != "transformer":
             raise AiaynError(f"{loaded.directory}: not a translation model ({loaded.kind})")
         self.model: Transformer = loaded.model
-        self.src_tok = load_tokenizer(loaded.tokenizer_path("source"))
-        self.tgt_tok = load_tokenizer(loaded.tokenizer_path("target"))
+        self.src_tok, self.tgt_tok = load_translation_tokenizers(loaded)
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> Translator:

@@ -48,6 +48,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         compile=args.compile,
         fsdp=args.fsdp,
+        vocab_size=args.vocab_size,
+        joint_vocab=args.joint_vocab,
     )
     print(json.dumps(summary))
     return 0
@@ -120,6 +122,7 @@ def run_demo(out: Path, device: str = "auto", minutes: float = 4.0, seed: int = 
         preset="demo",
         max_steps=DEMO_STEPS,
         max_minutes=minutes,
+        batch_tokens=4096,
         seed=seed,
         device=dev,
     )
@@ -168,11 +171,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", required=True, help="TSV file or builtin:NAME (zh-en, copy, reverse)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--valid", help="validation TSV (default: held out from --train)")
-    p.add_argument("--preset", help="model preset (default: chosen from the corpus size)")
+    p.add_argument(
+        "--preset", help="model preset (default: chosen by measuring candidate models' speed)"
+    )
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
-    p.add_argument("--batch-tokens", type=positive_int, help="tokens per batch (per side)")
+    p.add_argument(
+        "--batch-tokens", type=positive_int, help="tokens per batch (default: measured and planned)"
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=positive_int,
+        help="BPE vocabulary size (default: the largest whose pieces are all frequent in the corpus)",
+    )
+    p.add_argument(
+        "--joint-vocab",
+        action=argparse.BooleanOptionalAction,
+        help="one vocabulary and embedding for both sides (default: when they share an alphabet)",
+    )
     p.add_argument("--accumulate", type=positive_int, default=1, help="micro-batches per step")
     p.add_argument("--eval-every", type=positive_int, help="steps between validations/checkpoints")
     p.add_argument("--log-every", type=positive_int, help="steps between metrics.jsonl lines")

@@ -19,6 +19,7 @@ BPE pre-tokenization (how text is cut before BPE sees it):
    text, so ``"hello"`` at the start of a sentence is the same token as ``" hello"`` inside it.
 3. Every CJK character (ideographs, kana, CJK and full-width punctuation) becomes its own piece.
 4. Every punctuation character becomes its own piece, so ``tea?``, ``tea.`` and ``tea,`` share ``▁tea``.
+5. Every digit becomes its own piece.
 
 BPE merges only inside a piece, so a Chinese character is always exactly one token: BPE never learns
 merges that straddle unsegmented Chinese word boundaries (which would make tokenization of the same word
@@ -252,6 +253,9 @@ class BPETokenizer(Tokenizer):
                 ),
                 pre_tokenizers.Split(Regex(_CJK_PATTERN), behavior="isolated"),
                 pre_tokenizers.Punctuation(behavior="isolated"),
+                # One piece per digit (as LLaMA and PaLM do): "1907" and "1970" share their
+                # digits, and numbers are read and written digit by digit.
+                pre_tokenizers.Digits(individual_digits=True),
             ]
         )
         hf.decoder = decoders.Metaspace(replacement=_METASPACE, prepend_scheme="always", split=True)

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .. import config as cfg
 from ..attention import ATTENTION_KINDS
+from ..dropout import Dropout
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import ACTIVATIONS, Encoder, EncoderLayer, get_activation
 from ..masks import make_padding_mask
@@ -165,7 +166,7 @@ class BertModel(nn.Module):
         self.pos_emb = LearnedPositionalEmbedding(c.max_len, c.d_model)
         self.seg_emb = nn.Embedding(c.type_vocab_size, c.d_model)
         self.emb_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.encoder = Encoder(
             (
                 EncoderLayer(

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .. import config as cfg
 from ..attention import ATTENTION_KINDS, LayerCache
+from ..dropout import Dropout
 from ..errors import AiaynError
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import ACTIVATIONS, Decoder, DecoderLayer
@@ -164,7 +165,7 @@ class GPT(nn.Module):
         # An nn.Embedding table rather than a start offset: it looks up any (B, T) position ids, which
         # left-padded batches need (each row counts from its own first real token).
         self.pos_emb = nn.Embedding(c.max_len, c.d_model)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.decoder = Decoder(
             (
                 DecoderLayer(

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import scaled_dot_product_attention
+from ..dropout import Dropout
 from ..masks import make_padding_mask
 
 
@@ -74,7 +75,7 @@ class RNNSeq2Seq(nn.Module):
         self.decoder = nn.LSTM(D, D, L, batch_first=True, dropout=drop)
         self.attn_proj = nn.Linear(D, D, bias=False)  # Luong's "general" score h^T W m
         self.combine = nn.Linear(2 * D, D)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.lm_head = nn.Linear(D, c.tgt_vocab_size)
 
     def encode(self, src: Tensor, src_key_mask: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .. import config as cfg
 from ..attention import ATTENTION_KINDS, LayerCache
+from ..dropout import Dropout
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import ACTIVATIONS, Decoder, DecoderLayer, Encoder, EncoderLayer
 from ..masks import make_padding_mask
@@ -162,7 +163,7 @@ class Transformer(nn.Module):
         )
         self.src_pos = make_positional(c.positional, c.d_model, c.max_len)
         self.tgt_pos = make_positional(c.positional, c.d_model, c.max_len)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         layer_args = dict(
             d_model=c.d_model,
             num_heads=c.num_heads,

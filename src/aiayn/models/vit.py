@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .. import config as cfg
 from ..attention import ATTENTION_KINDS
+from ..dropout import Dropout
 from ..layers import ACTIVATIONS, Encoder, EncoderLayer
 
 __all__ = ["PRESETS", "PatchEmbedding", "ViT", "ViTConfig", "resize_position_grid"]
@@ -212,7 +213,7 @@ class ViT(nn.Module):
         self.patch_emb = PatchEmbedding(c.patch_size, c.in_channels, c.d_model)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model))
         self.pos_emb = nn.Parameter(torch.zeros(1, 1 + c.grid * c.grid, c.d_model))
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.encoder = Encoder(
             (
                 EncoderLayer(

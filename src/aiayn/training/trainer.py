@@ -46,6 +46,7 @@ from .checkpoint import (
     swap_in_directory,
 )
 from .distributed import DistContext
+from .schedules import BudgetSchedule
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,16 @@ class TrainConfig:
     """Loop settings.
 
     Attributes:
-        max_steps: stop after this many optimizer steps in total (counted across resumes).
-        max_minutes: stop this invocation after this much training time.
+        max_steps: stop after this many optimizer steps in total (counted across resumes; None =
+            no step limit, the time budget decides).
+        max_minutes: stop this invocation after this much time (a cap; see ``budget_seconds``).
+        budget_seconds: the run's wall-clock budget: the schedule's horizon (a
+            :class:`~aiayn.training.schedules.BudgetSchedule` decays to its floor when it is used
+            up) and the end of training, counted across resumes (None = steps only).
         accumulate: micro-batches per optimizer step.
         clip_norm: gradient-norm clipping (0 = off).
-        eval_every: optimizer steps between validations (and checkpoints).
+        eval_every: optimizer steps between validations (and checkpoints); None = by time only.
+        eval_every_seconds: seconds between validations (and checkpoints); None = by steps only.
         log_every: optimizer steps between metric lines.
         seed: seeds Python's and torch's generators.
         max_bad_steps: stop after this many consecutive non-finite losses (each such step is skipped).
@@ -93,19 +99,33 @@ class TrainConfig:
             is reported apart as ``compile_seconds`` in the first metrics record).
         fsdp: with several processes, shard parameters, gradients and optimizer state over them
             with FSDP2 instead of replicating them with DDP (no effect in a single process).
+        average_last: finish as the paper does (section 6.1): take this many snapshots of the
+            weights over the last :data:`AVERAGE_SPAN` of the budget, average them, and keep the
+            average as the model when it validates better than the last weights (0 = off).
+        started_at: ``time.monotonic()`` when the run began (planning included): ``elapsed_s`` in
+            the metrics and the time budget count from there (default: when training starts).
     """
 
-    max_steps: int = 1000
+    max_steps: int | None = 1000
     max_minutes: float | None = None
+    budget_seconds: float | None = None
     accumulate: int = 1
     clip_norm: float = 1.0
-    eval_every: int = 200
+    eval_every: int | None = 200
+    eval_every_seconds: float | None = None
     log_every: int = 50
     seed: int = 0
     max_bad_steps: int = 5
     progress: bool = True
     compile: bool = False
     fsdp: bool = False
+    average_last: int = 0
+    started_at: float | None = None
+
+
+#: The last fraction of the budget over which :attr:`TrainConfig.average_last` snapshots are taken
+#: (the paper averaged the last 5 checkpoints, 10 minutes apart, of a 12-hour run: the last 7%).
+AVERAGE_SPAN = 0.1
 
 
 class _Stop(Exception):
@@ -169,6 +189,9 @@ class Trainer:
         self.best: float | None = None
         self.bad_steps = 0
         self.history: list[dict[str, Any]] = []
+        self.seconds_before = 0.0  # budget seconds spent by earlier invocations (resume)
+        self._clock = time.monotonic()  # when this invocation's budget clock started
+        self._averager: _Averager | None = None
 
     # ---- state -----------------------------------------------------------------------------------
     def _full_model(self) -> nn.Module:
@@ -263,6 +286,7 @@ class Trainer:
             "global_batch_in_epoch": self.batch_in_epoch * self.dist.world_size,
             "world_size": self.dist.world_size,
             "best": self.best,
+            "seconds": self.seconds_used(),
             "optimizer": optimizer,
             "torch_rng": torch.get_rng_state(),
             "python_rng": list(_encode_py_state(random.getstate())),
@@ -316,6 +340,7 @@ class Trainer:
             consumed = int(state.get("global_batch_in_epoch", state["batch_in_epoch"]))
             self.batch_in_epoch = -(-consumed // self.dist.world_size)  # ceil
             self.best = state["best"]
+            self.seconds_before = float(state.get("seconds", 0.0))
             torch.set_rng_state(state["torch_rng"])
             random.setstate(_decode_py_state(state["python_rng"]))
         except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as e:
@@ -338,8 +363,24 @@ class Trainer:
         path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
 
     # ---- loop ------------------------------------------------------------------------------------
+    def seconds_used(self) -> float:
+        """Wall-clock seconds of the budget spent so far, earlier invocations included."""
+        return self.seconds_before + time.monotonic() - self._clock
+
+    def used(self) -> float:
+        """The fraction of the budget spent: steps or seconds, whichever is further along."""
+        cfg, used = self.config, 0.0
+        if cfg.max_steps:
+            used = self.step / cfg.max_steps
+        if cfg.budget_seconds:
+            used = max(used, self.seconds_used() / cfg.budget_seconds)
+        return used
+
     def _set_lr(self) -> float:
-        lr = self.lr_lambda(self.step + 1)
+        if isinstance(self.lr_lambda, BudgetSchedule):
+            lr = self.lr_lambda(self.step + 1, self.used())
+        else:
+            lr = self.lr_lambda(self.step + 1)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
@@ -432,8 +473,24 @@ class Trainer:
             "best": self.best,
         }
 
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any (ranks must take the same decisions)."""
+        return self.dist.sum(flag) > 0 if self.dist.enabled else flag
+
+    def _should_stop(self, deadline: float | None) -> str | None:
+        cfg = self.config
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return "step budget reached"
+        out_of_time = deadline is not None and time.monotonic() >= deadline
+        if cfg.budget_seconds is not None:
+            out_of_time = out_of_time or self.seconds_used() >= cfg.budget_seconds
+        if self._any_rank(out_of_time):
+            return "time budget reached"
+        return None
+
     def train(self) -> list[dict[str, Any]]:
-        """Train until ``max_steps`` or ``max_minutes``; save on the way out, even on Ctrl-C/SIGTERM.
+        """Train until the step or time budget is used up; save on the way out, even on
+        Ctrl-C/SIGTERM.
 
         Returns:
             The metric records written during this invocation.
@@ -445,6 +502,8 @@ class Trainer:
         except ValueError:  # not the main thread: leave signals alone
             previous = None
         self.train_model.train()
+        run_start = cfg.started_at if cfg.started_at is not None else time.monotonic()
+        self._clock = run_start
         progress = None
         if cfg.progress and self.dist.is_main:
             from tqdm import tqdm
@@ -456,17 +515,18 @@ class Trainer:
                 unit="step",
                 dynamic_ncols=True,
             )
-        deadline = None if cfg.max_minutes is None else time.monotonic() + 60 * cfg.max_minutes
+        deadline = None if cfg.max_minutes is None else run_start + 60 * cfg.max_minutes
+        if cfg.average_last > 1 and not self._fsdp:
+            self._averager = _Averager(self.model, cfg.average_last)
         window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
+        last_eval_time = time.monotonic()
         batches = self._micro_batches()
         start_step, last_eval_step = self.step, None
         try:
-            while self.step < cfg.max_steps:
-                out_of_time = deadline is not None and time.monotonic() >= deadline
-                if self.dist.enabled:  # every rank must stop at the same step
-                    out_of_time = self.dist.sum(out_of_time) > 0
-                if out_of_time:
-                    log.info("time budget reached after %d steps", self.step)
+            while True:
+                reason = self._should_stop(deadline)
+                if reason is not None:
+                    log.info("%s after %d steps", reason, self.step)
                     break
                 lr = self._set_lr()
                 micro, position = [], None
@@ -497,22 +557,32 @@ class Trainer:
                 self.step += 1
                 window_loss += step_loss
                 window_tokens += step_tokens
+                if self._averager is not None:
+                    self._averager.maybe_take(self.used(), self.step)
                 if progress is not None:
                     progress.update(1)
-                is_eval = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
+                now = time.monotonic()
+                is_eval = (
+                    (cfg.eval_every is not None and self.step % cfg.eval_every == 0)
+                    or self.step == cfg.max_steps
+                    or self._any_rank(
+                        cfg.eval_every_seconds is not None
+                        and now - last_eval_time >= cfg.eval_every_seconds
+                    )
+                )
                 if self.step % cfg.log_every == 0 or is_eval:
-                    elapsed = max(time.monotonic() - window_start, 1e-9)
                     record = {
                         "step": self.step,
                         "loss": window_loss / max(window_tokens, 1),
                         "lr": lr,
-                        "tokens_per_s": window_tokens / elapsed,
+                        "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
+                        "elapsed_s": round(now - run_start, 2),
                     }
                     if self._compile_seconds is not None and len(self.history) == 0:
                         record["compile_seconds"] = self._compile_seconds
                     if is_eval:
                         self._evaluate_and_keep_best(record)
-                        last_eval_step = self.step
+                        last_eval_step, last_eval_time = self.step, time.monotonic()
                     self._log(record)
                     if is_eval:
                         self.save_last()
@@ -534,16 +604,87 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
         if self.step > start_step and last_eval_step != self.step:
             # Stopped by the clock between evaluations: evaluate what we have, then save.
+            now = time.monotonic()
             record = {
                 "step": self.step,
                 "loss": window_loss / max(window_tokens, 1) if window_tokens else None,
-                "lr": self.lr_lambda(self.step),
-                "tokens_per_s": window_tokens / max(time.monotonic() - window_start, 1e-9),
+                "lr": lr,
+                "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
+                "elapsed_s": round(now - run_start, 2),
             }
             self._evaluate_and_keep_best(record)
             self._log(record)
             self.save_last()
+        if self._averager is not None and self.step > start_step:
+            self._finish_with_average(run_start)
         return self.history
+
+    def _finish_with_average(self, run_start: float) -> None:
+        """Evaluate the average of the snapshots; it becomes the model when it validates better.
+
+        ``DIR/last`` keeps the last weights themselves, so a resume continues the real run.
+        """
+        averager = self._averager
+        averager.take(self.step)  # the last weights are the last snapshot
+        if averager.count < 2 or not self.dist.is_main:
+            return
+        last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        averager.load_into(self.model)
+        record = {
+            "step": self.step,
+            "loss": None,  # no training in this record: it evaluates the average
+            "lr": self.history[-1]["lr"] if self.history else None,
+            "tokens_per_s": None,
+            "elapsed_s": round(time.monotonic() - run_start, 2),
+            "averaged": averager.count,
+        }
+        before = self.best
+        self._evaluate_and_keep_best(record)
+        record["kept_average"] = self.best != before
+        self._log(record)
+        log.info(
+            "average of the last %d snapshots: %s %.4g (%s)",
+            averager.count,
+            self.task.best_metric,
+            record[self.task.best_metric],
+            "kept" if record["kept_average"] else "the last weights validate better",
+        )
+        self.model.load_state_dict(last)
+
+
+class _Averager:
+    """A running sum of weight snapshots taken over the last :data:`AVERAGE_SPAN` of the budget."""
+
+    def __init__(self, model: nn.Module, count: int) -> None:
+        self.model = model
+        spacing = AVERAGE_SPAN / count
+        # Snapshots at used = 1 - spacing·(count-1), ..., 1 - spacing; the last one is taken at the end.
+        self.marks = [1 - spacing * i for i in range(count - 1, 0, -1)]
+        self.sum: dict[str, Tensor] = {}
+        self.count, self.last_step = 0, -1
+
+    def maybe_take(self, used: float, step: int) -> None:
+        if self.marks and used >= self.marks[0]:
+            while self.marks and used >= self.marks[0]:
+                self.marks.pop(0)
+            self.take(step)
+
+    def take(self, step: int) -> None:
+        if step == self.last_step:
+            return  # already taken at this step
+        self.last_step = step
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self.sum:
+                    self.sum[name] += p.detach().double()
+                else:
+                    self.sum[name] = p.detach().double().clone()
+        self.count += 1
+
+    def load_into(self, model: nn.Module) -> None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_((self.sum[name] / self.count).to(p.dtype))
 
 
 def _raise_stop(signum, frame) -> None:
