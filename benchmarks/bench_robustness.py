@@ -215,7 +215,14 @@ def main(argv=None) -> None:
     if not args.table:
         for name in args.only or list(CORPORA):
             for system in args.systems:
-                command = [sys.executable, "-m", "benchmarks.bench_robustness", "--run", name, system]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bench_robustness",
+                    "--run",
+                    name,
+                    system,
+                ]
                 command += ["--results", str(results)]
                 if args.minutes is not None:
                     command += ["--minutes", f"{args.minutes:g}"]

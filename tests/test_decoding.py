@@ -115,6 +115,13 @@ def test_eos_ends_a_hypothesis_and_max_length_is_respected():
     assert out == [[A] * 7]
     # Default budget: source length (3 real tokens) + 50.
     assert len(greedy_search(toy, SRC)[0]) == 3 + 50
+    # A model whose targets run 25 tokens per source token gets 25 × 3 + 10; a short ratio keeps
+    # the +50 floor.
+    table.update({(A,) * n: {A: 0.9, EOS: 0.1} for n in range(80, 100)})
+    assert len(greedy_search(toy, SRC, length_ratio=25.0)[0]) == 25 * 3 + 10
+    assert len(greedy_search(toy, SRC, length_ratio=2.0)[0]) == 3 + 50
+    long = beam_search(toy, SRC, beam_size=2, alpha=0.0, length_ratio=25.0)[0][0]
+    assert len(long.tokens) == 25 * 3 + 10
     hyps = beam_search(toy, SRC, beam_size=3, alpha=0.0, max_len=5)[0]
     assert all(EOS not in h.tokens for h in hyps)
     assert max(len(h.tokens) for h in hyps) <= 5

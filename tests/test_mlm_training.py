@@ -10,11 +10,10 @@ from collections import Counter
 import pytest
 import torch
 
-from aiayn.apps import mlm
-from aiayn.apps.mlm import WarmupCosineBudget, mask_tokens, pack_blocks, train_mlm
+from aiayn.apps.mlm import mask_tokens, pack_blocks, train_mlm
 from aiayn.cli import main
 from aiayn.data.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
-from aiayn.training.schedules import warmup_cosine
+from aiayn.training.schedules import warmup_cosine, warmup_cosine_schedule
 
 # Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,21 +91,18 @@ def test_pack_blocks_frames_every_block():
     ]
 
 
-def test_schedule_follows_steps_or_the_clock(monkeypatch):
-    by_steps = WarmupCosineBudget(1e-3, 10, 100)
+def test_schedule_follows_steps_or_the_clock():
+    by_steps = warmup_cosine_schedule(1e-3, 10, 100, None)
     assert [by_steps(s) for s in (1, 10, 50, 100)] == [
         warmup_cosine(s, 1e-3, 10, 100) for s in (1, 10, 50, 100)
     ]
-    now = [0.0]
-    monkeypatch.setattr(mlm.time, "monotonic", lambda: now[0])
-    by_clock = WarmupCosineBudget(1e-3, 10, None, max_seconds=60.0, min_ratio=0.1)
-    assert by_clock(1) == pytest.approx(1e-4)  # warm-up: 10 steps or 5% of the time
-    now[0] = 1.5
-    assert by_clock(2) == pytest.approx(5e-4)  # the time is further along than the steps
-    now[0] = 30.0
-    assert by_clock(50) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half the time: half-way down
-    now[0] = 90.0
-    assert by_clock(60) == pytest.approx(1e-4)  # time is up: at the floor
+    # With a time budget the trainer passes the used fraction of it (seconds / budget).
+    by_clock = warmup_cosine_schedule(1e-3, 10, None, 60.0, min_ratio=0.1)
+    assert by_clock(1, 0.0 / 60) == pytest.approx(1e-4)  # warm-up: 10 steps or 5% of the time
+    assert by_clock(2, 1.5 / 60) == pytest.approx(5e-4)  # the time is further along than the steps
+    # half the time: half-way down
+    assert by_clock(50, 30.0 / 60) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert by_clock(60, 90.0 / 60) == pytest.approx(1e-4)  # time is up: at the floor
 
 
 def test_tiny_bert_masked_lm_loss_falls_below_what_frequencies_allow(tmp_path):
@@ -149,7 +145,10 @@ def test_same_seed_same_run(tmp_path):
                   batch_size=8, max_steps=6, eval_every=3, progress=False)  # fmt: skip
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         runs.append(
-            [{k: v for k, v in json.loads(x).items() if k not in ("tokens_per_s", "elapsed_s")} for x in lines]
+            [
+                {k: v for k, v in json.loads(x).items() if k not in ("tokens_per_s", "elapsed_s")}
+                for x in lines
+            ]
         )
     assert runs[0] == runs[1]
 

@@ -60,9 +60,9 @@ def test_chinese_draws_with_the_packaged_font_alone(monkeypatch, translator, tmp
 
     monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: [])
     bare = font_manager.FontManager()  # matplotlib's bundled fonts only (DejaVu, no CJK)
-    assert not any(
-        "CJK" in f.name or "WenQuanYi" in f.name for f in bare.ttflist
-    ), "system fonts are not hidden"
+    assert not any("CJK" in f.name or "WenQuanYi" in f.name for f in bare.ttflist), (
+        "system fonts are not hidden"
+    )
     monkeypatch.setattr(font_manager, "fontManager", bare)
     monkeypatch.setattr(font_manager, "findfont", bare.findfont)
     monkeypatch.setattr(viz, "CJK_FONT_FILES", ())

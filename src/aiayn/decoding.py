@@ -45,9 +45,16 @@ def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _max_lengths(src_key_mask: Tensor, max_len: int | None) -> Tensor:
-    """Per-sentence output budget: source length + 50, capped by ``max_len`` when given."""
-    budget = src_key_mask.sum(-1) + EXTRA_OUTPUT_LEN
+def _max_lengths(
+    src_key_mask: Tensor, max_len: int | None, length_ratio: float | None = None
+) -> Tensor:
+    """Per-sentence output budget: source length + 50, or ``length_ratio`` times the source length
+    + 10 when that is longer (a model whose targets are many times longer than its sources: digits
+    to words, a date to a sentence), capped by ``max_len`` when given."""
+    lengths = src_key_mask.sum(-1)
+    budget = lengths + EXTRA_OUTPUT_LEN
+    if length_ratio is not None:
+        budget = torch.maximum(budget, (lengths * length_ratio).ceil().long() + 10)
     if max_len is not None:
         budget = budget.clamp(max=max_len)
     return budget
@@ -99,6 +106,7 @@ def greedy_search(
     eos_id: int = 2,
     max_len: int | None = None,
     use_cache: bool = True,
+    length_ratio: float | None = None,
 ) -> list[list[int]]:
     """Most probable token at each step, for a batch of sources.
 
@@ -109,12 +117,14 @@ def greedy_search(
         bos_id, eos_id: special token ids.
         max_len: cap on output length (default: source length + 50).
         use_cache: decode with the KV cache (False recomputes everything; for tests).
+        length_ratio: allow up to this many output tokens per source token (the longest ratio the
+            model saw in training; see :func:`_max_lengths`).
 
     Returns:
         One token list per sentence, without BOS and EOS.
     """
     src_key_mask = model.source_mask(src, src_key_mask)
-    budget = _max_lengths(src_key_mask, max_len)
+    budget = _max_lengths(src_key_mask, max_len, length_ratio)
     stepper = _Stepper(model, model.encode(src, src_key_mask), src_key_mask, use_cache)
     B = src.shape[0]
     results: list[list[int]] = [[] for _ in range(B)]
@@ -148,6 +158,7 @@ def beam_search(
     eos_id: int = 2,
     max_len: int | None = None,
     use_cache: bool = True,
+    length_ratio: float | None = None,
 ) -> list[list[Hypothesis]]:
     """Batched beam search with the GNMT length penalty.
 
@@ -160,6 +171,7 @@ def beam_search(
         bos_id, eos_id: special ids.
         max_len: cap on output length (default: source length + 50).
         use_cache: decode with the KV cache.
+        length_ratio: allow up to this many output tokens per source token (see greedy_search).
 
     Returns:
         Per sentence, its finished hypotheses, best first (at most ``beam_size``).
@@ -168,7 +180,7 @@ def beam_search(
     src_key_mask = model.source_mask(src, src_key_mask)
     B = src.shape[0]
     device = src.device
-    budget = _max_lengths(src_key_mask, max_len)
+    budget = _max_lengths(src_key_mask, max_len, length_ratio)
     memory = model.encode(src, src_key_mask)
     rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) sentence of each beam row
     stepper = _Stepper(

@@ -31,7 +31,7 @@ ACTIVATIONS = {
 
 
 def get_activation(name: str):
-    """The activation function named ``name`` (``relu``, ``gelu``, ``gelu_tanh``)."""
+    """The activation function named ``name`` (``relu``, ``gelu``, ``gelu_tanh``, ``silu``)."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
@@ -47,7 +47,7 @@ class FeedForward(nn.Module):
         d_model: D.
         d_ff: F, the inner width (4·D in the paper).
         dropout: dropout after the activation.
-        activation: ``relu``, ``gelu`` or ``gelu_tanh``.
+        activation: ``relu``, ``gelu``, ``gelu_tanh`` or ``silu``.
         bias: biases on both linear maps.
     """
 

@@ -27,9 +27,10 @@ from .metrics import corpus_bleu_chrf
 from .modeldir import LoadedModel, load_model_dir, write_model_info
 from .models.seq2seq import Transformer, TransformerConfig
 from .training import distributed
-from .training.budget import Budget, linear_cost, preserved_rng, seconds_per_step
+from .training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
 from .training.checkpoint import find_checkpoint
 from .training.losses import label_smoothed_cross_entropy
+from .training.optim import paper_adam
 from .training.scheduled_sampling import ScheduledSampling, seq2seq_loss
 from .training.schedules import BudgetSchedule, NoamSchedule
 from .training.trainer import TrainConfig, Trainer, seed_everything
@@ -77,9 +78,6 @@ def split_off_validation(
 LADDER = ("tiny", "small", "base")
 #: Batch sizes (``len(batch) * longest side``, padding included) the planner chooses from.
 BATCH_CHOICES = (512, 1024, 2048, 4096, 8192, 16384)
-#: A run needs at least this many optimizer steps: a budget spent on a few huge batches learns
-#: little (on a 20k-pair corpus, 183 steps of big batches left the loss at 4.3).
-TARGET_STEPS = 2000
 #: ... and should pass over its corpus at least this many times; a larger model is chosen only
 #: when it can do both in the budget.
 MIN_EPOCHS = 10
@@ -145,8 +143,11 @@ class TrainPlan:
 
 
 def peak_lr_for(d_model: int) -> float:
-    """Adam's peak rate by width: wider models need smaller steps (as the paper's d^-0.5 factor)."""
-    return 2e-3 if d_model <= 256 else 1e-3 if d_model <= 512 else 5e-4
+    """Adam's peak rate by width: wider models need smaller steps. Near the paper's
+    ``d^-0.5 · 4000^-0.5`` (7e-4 at 512) for the wide models; twice it for the narrow CPU ones,
+    whose short runs warm up in a few hundred steps (measured: d 128 learns well at 2e-3, while
+    a post-norm d 256 model at 2e-3 stays at the unigram loss)."""
+    return 2e-3 if d_model <= 128 else 1e-3 if d_model <= 256 else 7e-4 if d_model <= 512 else 5e-4
 
 
 def _units(ids: Sequence[tuple[list[int], list[int]]]) -> list[int]:
@@ -240,23 +241,18 @@ def plan_translation(
         best = None
         for name in names:
             model = configured(name)
-            sizes = [batch_tokens] if batch_tokens else [1024, 4096]
-            costs = {b: measure_step_seconds(model, train_ids, b, device, seed=seed) for b in sizes}
-            fixed, per_token = linear_cost(costs)
+
+            def measure(b: int, model: TransformerConfig = model) -> float:
+                return measure_step_seconds(model, train_ids, b, device, seed=seed)
+
             options = [batch_tokens] if batch_tokens else list(BATCH_CHOICES)
-            steps_at = {b: int(train_seconds / (fixed + per_token * b)) for b in options}
-            enough = [b for b in options if steps_at[b] >= TARGET_STEPS]
-            b = max(enough) if enough else min(options)
-            steps, epochs = steps_at[b], steps_at[b] * b / max(n_units, 1)
-            measured[name] = {
-                "seconds_per_step": {str(k): round(v, 4) for k, v in costs.items()},
-                "batch_tokens": b,
-                "steps": steps,
-                "epochs": round(epochs, 1),
-            }
-            fits = steps >= TARGET_STEPS and epochs >= MIN_EPOCHS
+            probes = (batch_tokens,) if batch_tokens else (1024, 4096)
+            choice = choose_batch(measure, options, train_seconds, TARGET_STEPS, probes)
+            epochs = choice.steps * choice.size / max(n_units, 1)
+            measured[name] = {**choice.to_json(), "epochs": round(epochs, 1)}
+            fits = choice.steps >= TARGET_STEPS and epochs >= MIN_EPOCHS
             if best is None or fits:
-                best = (name, model, b)
+                best = (name, model, choice.size)
             if not fits:
                 break  # larger models are slower still
         name, model, chosen = best
@@ -296,9 +292,13 @@ def describe_plan(
         f"  model       {plan.model_name}: {m.num_encoder_layers}+{m.num_decoder_layers} layers "
         f"× d_model {m.d_model}, {parameters:,} parameters, dropout {m.dropout:g}",
         f"  batch       {plan.batch_tokens:,} tokens",
-        f"  budget      {Budget(plan.max_steps, plan.budget_seconds).describe()}; "
-        f"Adam peak lr {plan.peak_lr:g}, warm-up {plan.warmup_fraction:.0%} of the budget "
-        f"(at most {plan.warmup_steps} steps), cosine decay to the end",
+        f"  budget      {Budget(plan.max_steps, plan.budget_seconds).describe()}; Adam peak lr "
+        + (
+            f"{plan.peak_lr:g}, warm-up {plan.warmup_fraction:.0%} of the budget (at most "
+            f"{plan.warmup_steps} steps), cosine decay to the end"
+            if plan.budget_seconds is not None
+            else f"{plan.peak_lr:g} at step {plan.warmup_steps}, then 1/sqrt(step) (the paper's)"
+        ),
     ]
     for name, row in plan.measured.items():
         costs = ", ".join(
@@ -306,7 +306,7 @@ def describe_plan(
         )
         mark = "→" if name == plan.model_name else " "
         lines.append(
-            f"  {mark} measured {name}: {costs} tokens/step; batch {row['batch_tokens']:,} gives "
+            f"  {mark} measured {name}: {costs} tokens/step; batch {row['batch']:,} gives "
             f"{row['steps']:,} steps, {row['epochs']:g} passes over the corpus"
         )
     return "\n".join(lines)
@@ -346,6 +346,7 @@ class TranslationTask:
         self.scheduled_sampling, self.guided_attention = scheduled_sampling, guided_attention
         self.device, self.label_smoothing = device, label_smoothing
         self.train_ids = encode_pairs(train_pairs, src_tok, tgt_tok, max_len)
+        self.length_ratio = length_ratio(self.train_ids)
         self.valid_pairs = list(valid_pairs)
         self.valid_ids = encode_pairs(valid_pairs, src_tok, tgt_tok, max_len)
         self.bleu_sentences = bleu_sentences
@@ -388,7 +389,8 @@ class TranslationTask:
             loss, n = label_smoothed_cross_entropy(logits, batch.tgt_out, 0.0)
             total, tokens = total + float(loss), tokens + n
         pairs = self.valid_pairs[: self.bleu_sentences]
-        hyps = translate_ids(model, [self.src_tok.encode(s) for s, _ in pairs], beam=1)
+        sources = [self.src_tok.encode(s) for s, _ in pairs]
+        hyps = translate_ids(model, sources, beam=1, length_ratio=self.length_ratio)
         scores = corpus_bleu_chrf([self.tgt_tok.decode(h) for h in hyps], [t for _, t in pairs])
         return {"val_loss": total / max(tokens, 1), "bleu": scores["bleu"], "chrf": scores["chrf"]}
 
@@ -396,22 +398,18 @@ class TranslationTask:
         # One shared vocabulary is one file, listed for both roles.
         joint = self.src_tok is self.tgt_tok
         target = SOURCE_TOKENIZER if joint else TARGET_TOKENIZER
+        training = {**self.info.get("training", {}), "length_ratio": self.length_ratio}
         write_model_info(
             directory,
             "transformer",
             self.model.config,
             task="translate",
             tokenizers={"source": SOURCE_TOKENIZER, "target": target},
-            **self.info,
+            **{**self.info, "training": training},
         )
         self.src_tok.save(directory, SOURCE_TOKENIZER.removesuffix(".json"))
         if not joint:
             self.tgt_tok.save(directory, TARGET_TOKENIZER.removesuffix(".json"))
-
-
-def paper_adam(model: nn.Module, lr: float) -> torch.optim.Adam:
-    """Adam(0.9, 0.98, 1e-9), as in the paper (section 5.3)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
 
 
 def learn_tokenizers(
@@ -444,6 +442,14 @@ def load_translation_tokenizers(loaded: LoadedModel) -> tuple[Tokenizer, Tokeniz
     source, target = loaded.tokenizer_path("source"), loaded.tokenizer_path("target")
     src_tok = load_tokenizer(source)
     return src_tok, (src_tok if source == target else load_tokenizer(target))
+
+
+def length_ratio(ids: Sequence[tuple[list[int], list[int]]]) -> float:
+    """The longest target-to-source length ratio of the training pairs, with a quarter to spare:
+    the decoding budget a model of these pairs needs (source and target each + EOS)."""
+    if not ids:
+        return 1.0
+    return round(1.25 * max((len(t) + 1) / (len(s) + 1) for s, t in ids), 3)
 
 
 def encode_pairs(
@@ -616,8 +622,11 @@ def translate_ids(
     alpha: float = 0.6,
     max_len: int | None = None,
     batch_size: int = 64,
+    length_ratio: float | None = None,
 ) -> list[list[int]]:
-    """Translate tokenised sources (no EOS), batching sentences of similar length together."""
+    """Translate tokenised sources (no EOS), batching sentences of similar length together.
+    ``length_ratio``: the most target tokens per source token to allow (see
+    :func:`aiayn.decoding.greedy_search`)."""
     device = next(model.parameters()).device
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list[list[int]] = [[] for _ in sources]
@@ -625,10 +634,18 @@ def translate_ids(
         chunk = order[start : start + batch_size]
         batch = collate_seq2seq([(sources[i], []) for i in chunk]).to(device)
         if beam == 1:
-            outs = greedy_search(model, batch.src, batch.src_key_mask, max_len=max_len)
+            outs = greedy_search(
+                model, batch.src, batch.src_key_mask, max_len=max_len, length_ratio=length_ratio
+            )
         else:
             hyps = beam_search(
-                model, batch.src, batch.src_key_mask, beam_size=beam, alpha=alpha, max_len=max_len
+                model,
+                batch.src,
+                batch.src_key_mask,
+                beam_size=beam,
+                alpha=alpha,
+                max_len=max_len,
+                length_ratio=length_ratio,
             )
             outs = [h[0].tokens if h else [] for h in hyps]
         for i, out in zip(chunk, outs):
@@ -648,14 +665,16 @@ class Translator:
             raise AiaynError(f"{loaded.directory}: not a translation model ({loaded.kind})")
         self.model: Transformer = loaded.model
         self.src_tok, self.tgt_tok = load_translation_tokenizers(loaded)
+        # Targets many times longer than their sources need a longer decoding budget than +50.
+        self.length_ratio = loaded.info.get("training", {}).get("length_ratio")
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> Translator:
         return cls(load_model_dir(directory, device, expect="transformer"))
 
-    def encode(self, text: str, max_tokens: int | None = None, truncate: bool = False) -> list[int]:
+    def encode(self, text: str, truncate: bool = False) -> list[int]:
         ids = self.src_tok.encode(text)
-        limit = max_tokens or self.model.config.max_len - 1
+        limit = self.model.config.max_len - 1
         if len(ids) > limit:
             if not truncate:
                 raise AiaynError(
@@ -676,7 +695,7 @@ class Translator:
     ) -> list[str]:
         """Translate each text; empty input gives empty output."""
         ids = [self.encode(t, truncate=truncate) for t in texts]
-        outs = translate_ids(self.model, ids, beam=beam, alpha=alpha, max_len=max_len)
+        outs = translate_ids(self.model, ids, beam, alpha, max_len, length_ratio=self.length_ratio)
         return [self.tgt_tok.decode(o) if t.strip() else "" for o, t in zip(outs, texts)]
 
     def tokens_of(self, src: str, tgt: str) -> tuple[list[str], list[str]]:

@@ -61,17 +61,20 @@ def positive_float(text: str) -> float:
 
 
 #: aiayn.apps.<name> modules that add sub-commands, in the order --help lists them.
-APP_MODULES = ("translate", "lm", "mlm", "vision", "viz", "serve", "experiments", "bench")
+APP_MODULES = (
+    "translate",
+    "lm",
+    "mlm",
+    "vision",
+    "average",
+    "viz",
+    "serve",
+    "experiments",
+    "bench",
+)
 
 
 def registrars() -> Iterator[Registrar]:
-    """Every application's ``register`` function (modules not written yet are skipped)."""
+    """Every application's ``register`` function."""
     for name in APP_MODULES:
-        module_name = f"aiayn.apps.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:
-                continue
-            raise
-        yield module.register
+        yield importlib.import_module(f"aiayn.apps.{name}").register

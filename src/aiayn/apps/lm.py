@@ -18,11 +18,10 @@ import argparse
 import copy
 import json
 import logging
-import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,14 @@ from ..data.lm_data import (
 from ..data.tokenizers import Tokenizer, load_tokenizer
 from ..decoding import stream_generate
 from ..errors import AiaynError
+from ..metrics import perplexity
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.gpt import GPT, GPTConfig
 from ..training import distributed
+from ..training.budget import Budget
 from ..training.checkpoint import find_checkpoint
-from ..training.schedules import warmup_cosine
+from ..training.optim import adamw
+from ..training.schedules import warmup_cosine_schedule
 from ..training.trainer import TrainConfig, Trainer, seed_everything
 from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
 from .train_group import train_subparsers
@@ -117,26 +119,8 @@ def make_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.99),
 ) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (linear maps, embeddings) and none on biases and norms.
-
-    Decaying a bias or a LayerNorm gain only pulls it towards an arbitrary 0; the split by
-    ``p.dim()`` is GPT-2's/nanoGPT's. Uses the fused (single-kernel) AdamW where torch has one.
-    """
-    params = {id(p): p for p in model.parameters() if p.requires_grad}  # tied weights once
-    decay = [p for p in params.values() if p.dim() >= 2]
-    no_decay = [p for p in params.values() if p.dim() < 2]
-    grouped = {id(p) for p in decay} | {id(p) for p in no_decay}
-    assert grouped == set(params) and len(decay) + len(no_decay) == len(params), (
-        "every parameter must sit in exactly one weight-decay group"
-    )
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device/dtype
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    """GPT's AdamW (:func:`aiayn.training.optim.adamw`), beta2 0.99 by default (few tokens a step)."""
+    return adamw(model, lr, weight_decay, betas)
 
 
 # ---- the task --------------------------------------------------------------------------------------
@@ -248,13 +232,16 @@ class LMPlan:
         lr: peak learning rate.
         min_lr_ratio: the cosine's floor, as a fraction of ``lr``.
         warmup: linear warm-up steps.
-        max_steps: optimizer steps (the cosine ends here).
+        max_steps: optimizer steps (the cosine ends here; None with a time budget).
         weight_decay: AdamW decay on matrices.
         beta1, beta2: AdamW betas (beta2 = 0.99 rather than 0.95: few tokens per step).
         accumulate: micro-batches per optimizer step.
         eval_every: steps between evaluations.
         eval_tokens: validation tokens per evaluation (0 = all).
         clip_norm: gradient clipping.
+        budget_seconds: the time budget (None: steps only); the schedule follows its used fraction.
+        eval_every_seconds: seconds between evaluations (with a time budget).
+        measured_step_seconds: what one optimizer step measured on this machine when planning.
     """
 
     batch_size: int = 8
@@ -262,17 +249,23 @@ class LMPlan:
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup: int = 100
-    max_steps: int = 2000
+    max_steps: int | None = 2000
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     accumulate: int = 1
-    eval_every: int = 200
+    eval_every: int | None = 200
     eval_tokens: int = 65536
     clip_norm: float = 1.0
+    budget_seconds: float | None = None
+    eval_every_seconds: float | None = None
+    measured_step_seconds: float | None = None
 
-    def lr_at(self, step: int) -> float:
-        return warmup_cosine(step, self.lr, self.warmup, self.max_steps, self.min_lr_ratio)
+    def schedule(self) -> Callable:
+        """Warm-up and cosine decay over the steps, or over the time budget's used fraction."""
+        return warmup_cosine_schedule(
+            self.lr, self.warmup, self.max_steps, self.budget_seconds, self.min_lr_ratio
+        )
 
     @classmethod
     def for_model(cls, config: GPTConfig) -> LMPlan:
@@ -307,28 +300,32 @@ def _timed_steps(
     return sorted(times)[len(times) // 2]  # the median: one lucky step would over-plan
 
 
-def _timed_eval(
-    model: GPT, tokens: Tensor, plan: LMPlan, tokenizer: Tokenizer, sample: int
-) -> float:
-    """Seconds one evaluation takes: scoring ``eval_tokens`` and writing the sample, extrapolated
-    from a 16-window batch and a 16-token sample."""
-    model.eval()
-    probe = plan.context * 16
-    start = time.perf_counter()
-    text_loss(model, tokens, plan.context, probe)
-    scoring = (time.perf_counter() - start) / probe * (plan.eval_tokens or tokens.numel())
-    start = time.perf_counter()
-    if sample:
-        sample_text(model, tokenizer, "\n", 16)
-    sampling = (time.perf_counter() - start) * sample / 16
-    model.train()
-    return scoring + sampling
-
-
-def steps_for_budget(step_seconds: float, eval_seconds: float, minutes: float) -> int:
-    """Optimizer steps that fit ``minutes`` with :data:`EVALS_PER_RUN` evaluations (5% margin)."""
-    budget = 60 * minutes * 0.95 - EVALS_PER_RUN * eval_seconds
-    return max(10, int(budget / max(step_seconds, 1e-6)))
+def describe_lm_plan(plan: LMPlan, config: GPTConfig, parameters: int, tokens: Tensor) -> str:
+    """The plan as one readable block for the log."""
+    per_step = plan.batch_size * plan.context * plan.accumulate
+    budget = Budget(plan.max_steps, plan.budget_seconds)
+    lines = [
+        "plan:",
+        f"  text        {tokens.numel():,} training tokens",
+        f"  model       {config.num_layers} layers × d_model {config.d_model}, context "
+        f"{plan.context}, {parameters:,} parameters",
+        f"  batch       {plan.batch_size} windows × {plan.context} tokens"
+        + (f" × {plan.accumulate} micro-batches" if plan.accumulate > 1 else "")
+        + f" = {per_step:,} tokens a step",
+        f"  budget      {budget.describe()}; AdamW peak lr {plan.lr:g}, warm-up {plan.warmup} steps, "
+        f"cosine decay to {plan.min_lr_ratio:g}× at the end",
+    ]
+    if plan.measured_step_seconds:
+        step_s = plan.measured_step_seconds
+        lines.append(
+            f"  measured    {step_s * 1e3:.0f} ms a step ({per_step / step_s:,.0f} tokens/s)"
+            + (
+                f": about {int(plan.budget_seconds / step_s):,} steps in the budget"
+                if plan.budget_seconds
+                else ""
+            )
+        )
+    return "\n".join(lines)
 
 
 # ---- training --------------------------------------------------------------------------------------
@@ -361,12 +358,14 @@ def train_lm(
 ) -> dict[str, Any]:
     """Train a GPT on a text into ``out_dir``; returns a summary.
 
-    Args mirror ``aiayn train lm`` (see CLI.md). Without ``max_steps``, the step count comes from
-    ``max_minutes`` (10 when neither is given) and a measurement of this machine's speed.
+    Args mirror ``aiayn train lm`` (see CLI.md). The budget is ``max_steps`` and/or ``max_minutes``
+    (10 minutes when neither is given); with a time budget the schedule follows the time used, so
+    the run warms up, decays and ends with the budget whatever this machine's speed.
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
     """
+    started = time.monotonic()
     out_dir = Path(out_dir)
     dist = distributed.setup(torch.device(device))
     device = distributed.device_for(dist, torch.device(device))
@@ -375,11 +374,12 @@ def train_lm(
 
     saved_plan: dict[str, Any] | None = None
     saved_training: dict[str, Any] = {}
-    resuming = resume and find_checkpoint(out_dir / "last") is not None
+    found = find_checkpoint(out_dir / "last") if resume else None
+    resuming = found is not None
     if resume and not resuming:
         log.info("no saved state in %s: starting fresh", out_dir)
     if resuming:
-        loaded = load_model_dir(out_dir / "last", device, expect="gpt")
+        loaded = load_model_dir(found, device, expect="gpt")
         tok = load_tokenizer(loaded.tokenizer_path("text"))
         model_config = loaded.config
         saved_training = dict(loaded.info.get("training", {}))
@@ -416,30 +416,32 @@ def train_lm(
     if resuming:
         model.load_state_dict(loaded.model.state_dict())
 
-    if max_steps is None and not (resuming and saved_plan):
-        minutes = max_minutes if max_minutes is not None else 10.0
+    budget = Budget.from_args(max_steps, max_minutes)
+    if not (resuming and saved_plan):
         windows = TokenWindows(train_tokens, plan.context, plan.batch_size, seed + 1)
-        step_s = _timed_steps(model, windows, plan, device)
-        eval_s = _timed_eval(model, valid_tokens, plan, tok, sample_tokens)
         # Every rank must plan the same schedule: rank 0's measurement decides.
-        max_steps = int(dist.broadcast_object(steps_for_budget(step_s, eval_s, minutes)))
-        if max_minutes is None:
-            max_minutes = minutes
-        log.info(
-            "measured %.3f s/step and %.1f s/evaluation: planning %d steps for %.1f minutes",
-            step_s,
-            eval_s,
-            max_steps,
-            minutes,
+        step_s = float(dist.broadcast_object(_timed_steps(model, windows, plan, device)))
+        plan = replace(
+            plan,
+            max_steps=budget.max_steps,
+            budget_seconds=budget.seconds,
+            measured_step_seconds=round(step_s, 5),
         )
-    if max_steps is not None:
+        if budget.by_time:
+            plan = replace(
+                plan,
+                eval_every=eval_every,
+                eval_every_seconds=None if eval_every else budget.seconds / EVALS_PER_RUN,
+            )
+        if warmup is None:
+            expected = budget.max_steps or int(budget.seconds / step_s)
+            plan = replace(plan, warmup=max(1, min(plan.warmup, expected // 10)))
+        if not budget.by_time:
+            plan = replace(plan, eval_every=eval_every or max(1, plan.max_steps // EVALS_PER_RUN))
+    elif max_steps is not None:
         plan = replace(plan, max_steps=max_steps)
-    if warmup is None and not saved_plan:
-        plan = replace(plan, warmup=max(1, min(plan.warmup, plan.max_steps // 10)))
-    plan = replace(
-        plan,
-        eval_every=eval_every or max(1, plan.max_steps // EVALS_PER_RUN),
-    )
+    if dist.is_main:
+        log.info("%s", describe_lm_plan(plan, model_config, model.num_parameters(), train_tokens))
 
     training = {"text": text_spec, "valid": valid_spec, "tokenizer": tokenizer, "seed": seed}
     info = {"training": {**training, **saved_training, "plan": asdict(plan)}}
@@ -459,31 +461,22 @@ def train_lm(
         world_size=dist.world_size,
     )
     optimizer = make_optimizer(model, plan.lr, plan.weight_decay, (plan.beta1, plan.beta2))
-    log.info(
-        "model: %s parameters (%d layers, d_model %d, context %d); %s training tokens, %s "
-        "validation tokens; %d steps of %d tokens",
-        f"{model.num_parameters():,}",
-        model_config.num_layers,
-        model_config.d_model,
-        plan.context,
-        f"{train_tokens.numel():,}",
-        f"{valid_tokens.numel():,}",
-        plan.max_steps,
-        plan.batch_size * plan.context * plan.accumulate,
-    )
     trainer = Trainer(
         model,
         optimizer,
-        plan.lr_at,
+        plan.schedule(),
         task,
         out_dir,
         TrainConfig(
             max_steps=plan.max_steps,
             max_minutes=max_minutes,
+            budget_seconds=plan.budget_seconds,
             accumulate=plan.accumulate,
             clip_norm=plan.clip_norm,
             eval_every=plan.eval_every,
-            log_every=max(1, min(50, plan.eval_every // 4)),
+            eval_every_seconds=plan.eval_every_seconds,
+            log_every=50 if plan.eval_every is None else max(1, min(50, plan.eval_every // 4)),
+            started_at=started,
             seed=seed,
             progress=progress,
             fsdp=fsdp,
@@ -695,7 +688,7 @@ def evaluate_lm(
         raise AiaynError(f"{text_spec}: needs at least two tokens to score")
     total, count = text_loss(lm.model, tokens, lm.model.config.max_len)
     loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": count}
+    return {"loss": loss, "perplexity": perplexity(loss), "tokens": count}
 
 
 # ---- command line ----------------------------------------------------------------------------------

@@ -40,78 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
-
-
-# ---- schedules -----------------------------------------------------------------------------------
-class WarmupCosineBudget:
-    """Learning rate for the trainer: linear warm-up, then cosine decay over a step *or time* budget.
-
-    With only ``max_steps``, this is :func:`aiayn.training.schedules.warmup_cosine`. With a time budget
-    the number of steps is unknown in advance, so both phases follow whichever budget is further used
-    up: warm-up ends after ``warmup`` steps or ``warmup_fraction`` of the time, whichever comes first,
-    and the decay runs over ``progress = max(step / max_steps, elapsed / max_seconds)``. The rate then
-    reaches its floor when the time runs out instead of being cut off half-way down the cosine (or,
-    on a slow machine, before warm-up has even finished).
-
-    Args:
-        peak: the rate after warm-up.
-        warmup: warm-up steps.
-        max_steps: step budget (None = time only).
-        max_seconds: time budget of this invocation (None = steps only); the clock starts at the
-            first call.
-        min_ratio: floor as a fraction of ``peak``.
-        warmup_fraction: longest warm-up as a fraction of the time budget.
-    """
-
-    def __init__(
-        self,
-        peak: float,
-        warmup: int,
-        max_steps: int | None,
-        max_seconds: float | None = None,
-        min_ratio: float = 0.1,
-        warmup_fraction: float = 0.05,
-    ) -> None:
-        if max_steps is None and max_seconds is None:
-            raise ValueError("WarmupCosineBudget needs max_steps or max_seconds")
-        self.peak, self.warmup, self.min_ratio = peak, max(warmup, 1), min_ratio
-        self.max_steps, self.max_seconds = max_steps, max_seconds
-        self.warmup_fraction = warmup_fraction
-        self._start: float | None = None
-
-    def __call__(self, step: int) -> float:
-        from ..training.schedules import warmup_cosine
-
-        if self.max_seconds is None:
-            return warmup_cosine(step, self.peak, self.warmup, self.max_steps, self.min_ratio)
-        if self._start is None:
-            self._start = time.monotonic()
-        used = (time.monotonic() - self._start) / self.max_seconds  # fraction of the time
-        warmed = max(step / self.warmup, used / self.warmup_fraction)
-        if warmed < 1:
-            return self.peak * warmed
-        if self.max_steps is not None:
-            used = max(used, step / self.max_steps)
-        # The cosine part of warmup_cosine, driven by the fraction used up (on a fine step grid).
-        grid = 1_000_000
-        return warmup_cosine(min(used, 1.0) * grid, self.peak, 0, grid, self.min_ratio)
-
-
-def adamw(model: nn.Module, lr: float, weight_decay: float, eps: float = 1e-8) -> torch.optim.AdamW:
-    """AdamW with decay on matrices only (biases and LayerNorm gains are not decayed, as in BERT)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    assert len(decay) + len(no_decay) == len(params)  # every parameter in exactly one group
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-        betas=(0.9, 0.999),
-        eps=eps,
-    )
+#: Blocks per batch; with a time budget the planner takes fewer when this many leave too few steps.
+DEFAULT_BATCH = 32
+BATCH_CHOICES = (4, 8, 16, 32)
 
 
 # ---- sentence embeddings ---------------------------------------------------------------------------
@@ -418,7 +349,7 @@ def train_mlm(
     vocab_size: int = 8000,
     tokenizer: str | Path | WordPieceTokenizer | None = None,
     seq_len: int = 128,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     lr: float | None = None,
     max_steps: int | None = None,
     max_minutes: float | None = None,
@@ -448,8 +379,13 @@ def train_mlm(
     from ..data.wordpiece import WordPieceTokenizer
     from ..modeldir import load_model_dir
     from ..models.bert import BertForMaskedLM
+    from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
+    from ..training.checkpoint import find_checkpoint
+    from ..training.optim import adamw
+    from ..training.schedules import warmup_cosine_schedule
     from ..training.trainer import TrainConfig, Trainer, seed_everything
 
+    started = time.monotonic()
     out_dir, device = Path(out_dir), torch.device(device)
     seed_everything(seed)
     if max_steps is None and max_minutes is None:
@@ -457,11 +393,12 @@ def train_mlm(
     lines = _lines(read_text(text_path))
     valid_lines = _lines(read_text(valid_path)) if valid_path is not None else None
 
-    resuming = resume and (out_dir / "last").exists()
+    found = find_checkpoint(out_dir / "last") if resume else None  # last, or last.old after a kill
+    resuming = found is not None
     if resume and not resuming:
         log.info("no saved state in %s: starting fresh", out_dir)
     if resuming:
-        saved = load_model_dir(out_dir / "last", device, expect="bert")
+        saved = load_model_dir(found, device, expect="bert")
         config = saved.config
         tokenizer = WordPieceTokenizer.from_file(saved.tokenizer_path("text"), config.max_len)
     else:
@@ -486,30 +423,53 @@ def train_mlm(
             f"{text_path}: too little text: {len(blocks)} block(s) of {seq_len} tokens; need at "
             "least 2 (one to train on, one to validate); add text or lower --seq-len"
         )
-    batch_size = min(batch_size, len(train_blocks))
-    steps_per_epoch = math.ceil(len(train_blocks) / batch_size)
     peak = (
         lr
         if lr is not None
         else (1e-3 if config.d_model <= 128 else 5e-4 if config.d_model <= 256 else 1e-4)
     )
+    budget = Budget(max_steps, None if max_minutes is None else 60 * max_minutes)
+
+    def make_task(size: int) -> MaskedLMTask:
+        return MaskedLMTask(model, tokenizer, train_blocks, valid_blocks, size, seed, device)
+
+    def make_optimizer(m: nn.Module) -> torch.optim.Optimizer:
+        return adamw(m, peak, weight_decay=0.01, eps=1e-6)
+
+    choice = None
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH
+        if budget.by_time:  # as many blocks a step as still leave enough steps in the budget
+            choice = choose_batch(
+                lambda b: measure_task_step(model, make_task, make_optimizer, b, device),
+                [b for b in BATCH_CHOICES if b <= min(DEFAULT_BATCH, len(train_blocks))] or [1],
+                0.9 * budget.seconds,
+            )
+            batch_size = choice.size
+    batch_size = min(batch_size, len(train_blocks))
+    steps_per_epoch = math.ceil(len(train_blocks) / batch_size)
     warmup = max(10, min(1000, (max_steps or 2000) // 16))
-    total_steps = max_steps if max_steps is not None else 10**9
-    schedule = WarmupCosineBudget(
-        peak, warmup, max_steps, None if max_minutes is None else 60 * max_minutes
-    )
-    optimizer = adamw(model, peak, weight_decay=0.01, eps=1e-6)
-    task = MaskedLMTask(model, tokenizer, train_blocks, valid_blocks, batch_size, seed, device)
+    schedule = warmup_cosine_schedule(peak, warmup, max_steps, budget.seconds)
+    optimizer = make_optimizer(model)
+    task = make_task(batch_size)
     if eval_every is None:
         eval_every = max(20, min(500, (max_steps or 5000) // 10, 5 * steps_per_epoch))
     log.info(
-        "BERT: %s parameters (d_model=%d, %d layers); %d training blocks of %d tokens, vocab %d",
-        f"{sum(p.numel() for p in model.parameters()):,}",
-        config.d_model,
+        "plan:\n  model       BERT %s: %d layers × d_model %d, %s parameters, vocab %d\n"
+        "  batch       %d blocks of %d tokens (%d training blocks)\n  budget      %s; AdamW "
+        "peak lr %g, warm-up %d steps or 5%%, cosine decay%s",
+        preset,
         config.num_layers,
-        len(train_blocks),
-        seq_len,
+        config.d_model,
+        f"{sum(p.numel() for p in model.parameters()):,}",
         tokenizer.vocab_size,
+        batch_size,
+        seq_len,
+        len(train_blocks),
+        budget.describe(),
+        peak,
+        warmup,
+        "" if choice is None else f"\n  measured    {describe_choice(choice, 'blocks')}",
     )
     trainer = Trainer(
         model,
@@ -518,12 +478,14 @@ def train_mlm(
         task,
         out_dir,
         TrainConfig(
-            max_steps=total_steps,
+            max_steps=max_steps,
             max_minutes=max_minutes,
+            budget_seconds=budget.seconds,
             eval_every=eval_every,
             log_every=max(1, min(50, eval_every // 4)),
             seed=seed,
             progress=progress,
+            started_at=started,
         ),
     )
     run = trainer.fit(resume=resuming)
@@ -596,7 +558,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use this tokenizer.json / vocab.txt, or builtin:minilm, instead of learning one",
     )
     p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per block")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="blocks per batch")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="blocks per batch (default 32, fewer when a time budget would leave too few steps)",
+    )
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument("--max-minutes", type=positive_float, help="training time of this run")

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Training augmentations (see :class:`ClassificationTask`).
 AUGMENTATIONS = ("affine", "shift", "none")
+#: Images per batch; with a time budget the planner takes fewer when this many leave too few steps.
+DEFAULT_BATCH = 128
+BATCH_CHOICES = (16, 32, 64, 128)
 
 __all__ = [
     "ClassificationTask",
@@ -212,7 +216,7 @@ def train_vit(
     preset: str | None = None,
     overrides: list[str] | None = None,
     image_size: int | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     lr: float | None = None,
     weight_decay: float = 0.05,
     label_smoothing: float = 0.1,
@@ -243,18 +247,23 @@ def train_vit(
     from ..data.images import load_images, stratified_holdout
     from ..modeldir import load_model_dir
     from ..models.vit import ViT
+    from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
+    from ..training.checkpoint import find_checkpoint
+    from ..training.optim import adamw
+    from ..training.schedules import warmup_cosine_schedule
     from ..training.trainer import TrainConfig, Trainer, seed_everything
-    from .mlm import WarmupCosineBudget, adamw
 
+    started = time.monotonic()
     out_dir, device = Path(out_dir), torch.device(device)
     seed_everything(seed)
     builtin = dataset.startswith("builtin:")
-    resuming = resume and (out_dir / "last").exists()
+    found = find_checkpoint(out_dir / "last") if resume else None  # last, or last.old after a kill
+    resuming = found is not None
     if resume and not resuming:
         log.info("no saved state in %s: starting fresh", out_dir)
     saved_info: dict[str, Any] | None = None
     if resuming:
-        saved = load_model_dir(out_dir / "last", device, expect="vit")
+        saved = load_model_dir(found, device, expect="vit")
         config, saved_info = saved.config, saved.info
         classes = tuple(saved_info["labels"])
     else:
@@ -301,45 +310,58 @@ def train_vit(
         "dataset": dataset,
     }
     model = ViT(config).to(device)
-    batch_size = min(batch_size, len(train_set))
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    if max_steps is None and max_minutes is None:
-        max_steps = 200 * steps_per_epoch
     peak = (
         lr
         if lr is not None
         else (2e-3 if config.d_model <= 128 else 1e-3 if config.d_model <= 256 else 3e-4)
     )
+    budget_seconds = None if max_minutes is None else 60 * max_minutes
+
+    def make_task(size: int) -> ClassificationTask:
+        return ClassificationTask(
+            model, train_set, valid_set, mean, std, size, augment, hflip, label_smoothing, seed,
+            device, info,
+        )  # fmt: skip
+
+    choice = None
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH
+        if budget_seconds is not None:  # as large as still leaves enough steps in the budget
+            sizes = [b for b in BATCH_CHOICES if b <= min(DEFAULT_BATCH, len(train_set))] or [1]
+            choice = choose_batch(
+                lambda b: measure_task_step(
+                    model, make_task, lambda m: adamw(m, peak, weight_decay), b, device
+                ),
+                sizes,
+                0.9 * budget_seconds,
+            )
+            batch_size = choice.size
+    batch_size = min(batch_size, len(train_set))
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    if max_steps is None and max_minutes is None:
+        max_steps = 200 * steps_per_epoch
     warmup = max(10, min(2000, 5 * steps_per_epoch))
-    schedule = WarmupCosineBudget(
-        peak, warmup, max_steps, None if max_minutes is None else 60 * max_minutes, min_ratio=0.01
-    )
-    task = ClassificationTask(
-        model,
-        train_set,
-        valid_set,
-        mean,
-        std,
-        batch_size,
-        augment,
-        hflip,
-        label_smoothing,
-        seed,
-        device,
-        info,
-    )
+    schedule = warmup_cosine_schedule(peak, warmup, max_steps, budget_seconds, min_ratio=0.01)
+    task = make_task(batch_size)
     if eval_every is None:
         eval_every = max(10, min(1000, 10 * steps_per_epoch, (max_steps or 10**9) // 10))
     log.info(
-        "ViT: %s parameters (d_model=%d, %d layers, %d patches); %d training / %d validation "
-        "images, %d classes",
-        f"{sum(p.numel() for p in model.parameters()):,}",
-        config.d_model,
+        "plan:\n  model       ViT: %d layers × d_model %d, %d patches, %s parameters\n"
+        "  data        %d training / %d validation images, %d classes\n"
+        "  batch       %d images\n  budget      %s; AdamW peak lr %g, warm-up %d steps, "
+        "cosine decay%s",
         config.num_layers,
+        config.d_model,
         config.grid**2,
+        f"{sum(p.numel() for p in model.parameters()):,}",
         len(train_set),
         len(valid_set),
         config.num_classes,
+        batch_size,
+        Budget(max_steps, budget_seconds).describe(),
+        peak,
+        warmup,
+        "" if choice is None else f"\n  measured    {describe_choice(choice, 'images')}",
     )
     trainer = Trainer(
         model,
@@ -348,12 +370,14 @@ def train_vit(
         task,
         out_dir,
         TrainConfig(
-            max_steps=max_steps if max_steps is not None else 10**9,
+            max_steps=max_steps,
             max_minutes=max_minutes,
+            budget_seconds=budget_seconds,
             eval_every=eval_every,
             log_every=max(1, min(50, eval_every // 2)),
             seed=seed,
             progress=progress,
+            started_at=started,
         ),
     )
     run = trainer.fit(resume=resuming)
@@ -440,7 +464,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="ViT preset (default: digits, or mini for a folder)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
     p.add_argument("--image-size", type=positive_int, help="resize images to this side (pixels)")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="images per batch")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="images per batch (default 128, fewer when a time budget would leave too few steps)",
+    )
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
     p.add_argument(
         "--augment",

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 class TokenBatchSampler(Sampler[list[int]]):
     """Yields batches of example indices holding at most ``max_tokens`` tokens, padding included.
 
-    Use as ``DataLoader(dataset, batch_sampler=sampler, collate_fn=...)``. Each epoch:
+    Iterate it for each epoch's batches of indices (it is also a ``torch.utils.data.Sampler``, so it
+    can serve as a DataLoader's ``batch_sampler``; aiayn collates in the training loop). Each epoch:
 
     1. Shuffle all indices (``shuffle=True``; otherwise keep dataset order).
     2. Cut them into buckets of ``bucket_size_multiplier`` typical batches each, where a typical batch

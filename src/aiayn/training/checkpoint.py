@@ -186,10 +186,12 @@ def swap_in_directory(staging: Path, final: Path) -> None:
     checkpoint; :func:`find_checkpoint` looks there too.
     """
     old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
     if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
         os.replace(final, old)
+    # else: a crash between the renames left ``final.old`` as the only complete copy; it stays
+    # until ``staging`` is in place.
     os.replace(staging, final)
     _fsync_dir(final.parent)
     if old.exists():

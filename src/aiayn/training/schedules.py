@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 
 def noam(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
@@ -95,3 +97,22 @@ class BudgetSchedule:
             return self.peak * warmed
         shape = DECAYS[self.decay](min(max(used, 0.0), 1.0))
         return self.peak * (self.min_ratio + (1 - self.min_ratio) * shape)
+
+
+def warmup_cosine_schedule(
+    peak: float,
+    warmup: int,
+    max_steps: int | None,
+    budget_seconds: float | None,
+    min_ratio: float = 0.1,
+) -> Callable:
+    """GPT's, BERT's and ViT's schedule: :func:`warmup_cosine` over ``max_steps`` for a budget of
+    steps alone, a :class:`BudgetSchedule` (warm-up ``warmup`` steps or 5% of the budget, cosine to
+    ``min_ratio``) when there is a time budget."""
+    if budget_seconds is None:
+        if max_steps is None:
+            raise ValueError("a schedule needs max_steps or budget_seconds")
+        return partial(
+            warmup_cosine, peak=peak, warmup=warmup, total=max_steps, min_ratio=min_ratio
+        )
+    return BudgetSchedule(peak, warmup_steps=warmup, warmup_fraction=0.05, min_ratio=min_ratio)
