@@ -18,6 +18,7 @@ rebuilt from all of them (``--table``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -137,11 +138,18 @@ def run_one(name: str, system: str, minutes: float | None, results: Path) -> dic
     result.update(
         corpus=name,
         minutes=minutes,
-        train_pairs=sum(1 for _ in open(paths["train"], encoding="utf-8")),
+        train_pairs=len(read_tsv(paths["train"])),
         test_pairs=len(test),
         samples=[[s, r, h] for (s, r), h in zip(test[:5], hyps[:5])],
     )
     return result
+
+
+def _cell(runs: dict[str, dict], system: str, key: str, bold: bool = False) -> str:
+    if system not in runs:
+        return "—"
+    text = f"{runs[system][key]:.1f}"
+    return f"**{text}**" if bold else text
 
 
 def table(results: Path) -> str:
@@ -169,12 +177,7 @@ def table(results: Path) -> str:
             continue
         metric = corpus.metric
         any_run = next(iter(runs.values()))
-
-        def cell(system: str, key: str, bold: bool = False) -> str:
-            if system not in runs:
-                return "—"
-            text = f"{runs[system][key]:.1f}"
-            return f"**{text}**" if bold else text
+        cell = functools.partial(_cell, runs)
 
         plan = runs.get("aiayn", {}).get("plan") or {}
         model = plan.get("model_name", "")
