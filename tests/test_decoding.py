@@ -120,8 +120,9 @@ def test_eos_ends_a_hypothesis_and_max_length_is_respected():
     table.update({(A,) * n: {A: 0.9, EOS: 0.1} for n in range(80, 100)})
     assert len(greedy_search(toy, SRC, length_ratio=25.0)[0]) == 25 * 3 + 10
     assert len(greedy_search(toy, SRC, length_ratio=2.0)[0]) == 3 + 50
-    long = beam_search(toy, SRC, beam_size=2, alpha=0.0, length_ratio=25.0)[0][0]
-    assert len(long.tokens) == 25 * 3 + 10
+    endless = ToyModel({(A,) * n: {A: 0.99, B_: 0.01} for n in range(100)})  # never stops by itself
+    hyps = beam_search(endless, SRC, beam_size=2, alpha=0.0, length_ratio=25.0)[0]
+    assert max(len(h.tokens) for h in hyps) == 25 * 3 + 10  # the beam ran to the longer budget
     hyps = beam_search(toy, SRC, beam_size=3, alpha=0.0, max_len=5)[0]
     assert all(EOS not in h.tokens for h in hyps)
     assert max(len(h.tokens) for h in hyps) <= 5

@@ -19,7 +19,8 @@ def test_drop_rate_and_expectation(p):
     dropped = (y == 0).float().mean().item()
     assert abs(dropped - used) < 0.004  # binomial spread at n = 400k is ~0.0008
     assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # unbiased: E[y] = x
-    assert set(y.unique().tolist()) == {0.0, pytest.approx(1 / (1 - used))}
+    values = y.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(1 / (1 - used))
 
 
 def test_gradient_flows_through_kept_elements_only():
@@ -46,10 +47,10 @@ def test_module_is_identity_in_eval_and_seeded_in_training():
     assert torch.equal(cpu_dropout(x, 1.0), torch.zeros_like(x))
 
 
-def test_inplace_and_other_devices_use_torch_dropout():
-    torch.manual_seed(2)
+def test_inplace_uses_torch_dropout():
     x = torch.randn(1000)
-    expected = F.dropout(x.clone(), 0.2, True, False)
+    torch.manual_seed(2)
+    expected = F.dropout(x.clone(), 0.2, True, True)
     torch.manual_seed(2)
     got = Dropout(0.2, inplace=True).train()(x.clone())
     torch.testing.assert_close(got, expected)

@@ -47,6 +47,7 @@ from ..metrics import perplexity
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.gpt import GPT, GPTConfig
 from ..training import distributed
+from ..training.allocator import keep_freed_memory
 from ..training.budget import Budget
 from ..training.checkpoint import find_checkpoint
 from ..training.optim import adamw
@@ -366,6 +367,7 @@ def train_lm(
         ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
     """
     started = time.monotonic()
+    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir = Path(out_dir)
     dist = distributed.setup(torch.device(device))
     device = distributed.device_for(dist, torch.device(device))

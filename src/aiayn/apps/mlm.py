@@ -379,6 +379,7 @@ def train_mlm(
     from ..data.wordpiece import WordPieceTokenizer
     from ..modeldir import load_model_dir
     from ..models.bert import BertForMaskedLM
+    from ..training.allocator import keep_freed_memory
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.checkpoint import find_checkpoint
     from ..training.optim import adamw
@@ -386,6 +387,7 @@ def train_mlm(
     from ..training.trainer import TrainConfig, Trainer, seed_everything
 
     started = time.monotonic()
+    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir, device = Path(out_dir), torch.device(device)
     seed_everything(seed)
     if max_steps is None and max_minutes is None:

@@ -247,6 +247,7 @@ def train_vit(
     from ..data.images import load_images, stratified_holdout
     from ..modeldir import load_model_dir
     from ..models.vit import ViT
+    from ..training.allocator import keep_freed_memory
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.checkpoint import find_checkpoint
     from ..training.optim import adamw
@@ -254,6 +255,7 @@ def train_vit(
     from ..training.trainer import TrainConfig, Trainer, seed_everything
 
     started = time.monotonic()
+    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir, device = Path(out_dir), torch.device(device)
     seed_everything(seed)
     builtin = dataset.startswith("builtin:")

@@ -9,12 +9,14 @@ vocabulary when at least half of the target's characters (spaces aside) are char
 writes.
 
 *How large.* A piece the model sees a handful of times is never learned, and a corpus written without
-spaces lets BPE build pieces that span most of a sentence, which an unseen sentence never contains. The
-rule (Gowda & May, "Finding the Optimal Vocabulary Size for Neural Machine Translation", 2020): the
-largest BPE vocabulary in which at least :data:`COVERED` of the learned pieces occur at least
-:data:`MIN_PIECE_FREQUENCY` times in the tokenised training text. Merges stop at that frequency, and the
-vocabulary shrinks while later merges have left too many of the earlier pieces rare. Single characters
-are always kept (the text's alphabet is the floor), so a small corpus gets a character-level vocabulary.
+spaces lets BPE build pieces that span most of a sentence, which an unseen sentence never contains. So
+BPE merges two pieces only while the pair occurs at least :data:`MIN_PIECE_FREQUENCY` times in the
+training text: the vocabulary grows with the corpus (about 2,000 pieces a side for 10,000 Bible verses,
+a few dozen for numbers written as words) and stops where pieces turn rare. Single characters are
+always kept (the text's alphabet is the floor), so a small corpus gets a character-level vocabulary.
+(Gowda & May's rule, "the largest vocabulary whose pieces nearly all occur 100 times", chose 695
+pieces for both sides of those verses, and 8 CPU minutes then reached BLEU 3.5 where 2,000 a side
+reach 10-12: with little compute, longer sequences of smaller pieces cost more than rare pieces do.)
 """
 
 from __future__ import annotations
@@ -27,10 +29,8 @@ from .tokenizers import SPECIAL_TOKENS, BPETokenizer
 
 log = logging.getLogger(__name__)
 
-#: A learned piece must occur this often in the training text (Gowda & May's threshold).
-MIN_PIECE_FREQUENCY = 100
-#: ... for at least this fraction of the learned pieces.
-COVERED = 0.95
+#: BPE merges a pair of pieces only while it occurs at least this often in the training text.
+MIN_PIECE_FREQUENCY = 20
 #: The largest vocabulary the rule may choose.
 MAX_VOCAB = 16000
 #: One vocabulary when at least this fraction of the target's characters occur in the source.
@@ -80,20 +80,11 @@ def learn_vocabulary(
     texts = list(texts)
     if vocab_size is not None:
         return BPETokenizer.train(texts, vocab_size)
-    size = max_size
-    tokenizer = BPETokenizer.train(texts, size, min_frequency=min_frequency)
-    for _ in range(12):
-        rare = rare_fraction(tokenizer, texts, min_frequency)
-        if rare <= 1 - COVERED:
-            break
-        learned = len(_learned_pieces(tokenizer))
-        size = tokenizer.vocab_size - learned + int(learned * 0.8)
-        tokenizer = BPETokenizer.train(texts, size, min_frequency=min_frequency)
+    tokenizer = BPETokenizer.train(texts, max_size, min_frequency=min_frequency)
     log.info(
-        "vocabulary: %d pieces (%d learned by BPE, each seen >= %d times; %.0f%% rarer)",
+        "vocabulary: %d pieces (%d merged by BPE, each pair seen >= %d times)",
         tokenizer.vocab_size,
         len(_learned_pieces(tokenizer)),
         min_frequency,
-        100 * rare_fraction(tokenizer, texts, min_frequency),
     )
     return tokenizer

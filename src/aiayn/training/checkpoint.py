@@ -65,7 +65,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict without aliases: a tied matrix is stored once, under its first name."""
     seen: set[int] = set()
     state = {}
@@ -91,7 +91,7 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
 
 def save_weights(model: nn.Module, path: str | Path) -> None:
     """Write ``model``'s weights as safetensors with a checksum, atomically."""
-    state = _unique_state(model)
+    state = unique_state(model)
     metadata = {"format": "pt", "aiayn_sha256": _digest(state)}
     atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata))
 
@@ -120,7 +120,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if expected is not None and _digest(state) != expected:
         raise CheckpointError(f"{path}: checksum mismatch: the weights are corrupt")
     own = model.state_dict()
-    aliases = set(own) - set(_unique_state(model))
+    aliases = set(own) - set(unique_state(model))
     missing = [k for k in own if k not in state and k not in aliases]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:

@@ -44,6 +44,7 @@ from .checkpoint import (
     save_trainer_state,
     save_weights,
     swap_in_directory,
+    unique_state,
 )
 from .distributed import DistContext
 from .schedules import BudgetSchedule
@@ -327,8 +328,13 @@ class Trainer:
             device = next(self.model.parameters()).device
             replica = distributed.materialize(self._replica, device)
             load_weights(replica, found / WEIGHTS_FILE)
+            # One name per tied matrix (a shared vocabulary ties source, target and output
+            # embeddings): FSDP holds the tie as one sharded parameter and would copy a full
+            # tensor into it under the other names.
+            unique = unique_state(replica)
+            state = {k: v for k, v in replica.state_dict().items() if k in unique}
             set_model_state_dict(
-                self.model, replica.state_dict(), options=StateDictOptions(full_state_dict=True)
+                self.model, state, options=StateDictOptions(full_state_dict=True, strict=False)
             )
             distributed.materialize(self._replica, "meta")
         else:
