@@ -107,13 +107,24 @@ def run_aiayn(paths: dict[str, Path], minutes: float, sources: list[str]) -> dic
         raise RuntimeError(f"aiayn translate failed:\n{translated.stderr[-3000:]}")
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trained = [r for r in metrics if r.get("loss") is not None]
+    plan = config.get("training", {}).get("plan") or {}
+    model = config["config"]
     return {
         "system": "aiayn defaults",
         "train_seconds": round(train_s, 1),
-        "plan": config.get("training", {}).get("plan"),
-        "steps": metrics[-1]["step"] if metrics else 0,
-        "last_elapsed_s": metrics[-1].get("elapsed_s") if metrics else None,
-        "parameters": config.get("parameters"),
+        "plan": plan,
+        "summary": (
+            f"{plan.get('model_name')}, {plan.get('batch_tokens')} tok, vocab "
+            + (
+                f"{model['src_vocab_size']} shared"
+                if plan.get("joint_vocab")
+                else f"{model['src_vocab_size']}/{model['tgt_vocab_size']}"
+            )
+        ),
+        "steps": trained[-1]["step"] if trained else 0,
+        "budget_used": trained[-1]["elapsed_s"] / (60 * minutes) if trained else None,
+        "kept_average": any(r.get("kept_average") for r in metrics),
         "log_tail": done.stderr[-4000:],
         "hypotheses": translated.stdout.splitlines(),
     }
@@ -164,8 +175,8 @@ def table(results: Path) -> str:
         f"Machine: {machine_line()}",
         "",
         "| corpus | train pairs | budget | metric | aiayn | plain recipe | aiayn chrF | plain chrF "
-        "| aiayn model, steps |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        "| aiayn's plan | plain steps |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for name, corpus in CORPORA.items():
         runs = {}
@@ -179,16 +190,38 @@ def table(results: Path) -> str:
         any_run = next(iter(runs.values()))
         cell = functools.partial(_cell, runs)
 
-        plan = runs.get("aiayn", {}).get("plan") or {}
-        model = plan.get("model_name", "")
-        steps = runs.get("aiayn", {}).get("steps", "")
+        ours = runs.get("aiayn", {})
+        plan = f"{ours.get('summary', '')}; {ours.get('steps', '')} steps" if ours else ""
+        peer_steps = runs.get("plain", {}).get("steps", "")
         lines.append(
             f"| {name}{' (rule-like)' if corpus.rule_like else ''} | {any_run['train_pairs']:,} | "
             f"{any_run['minutes']:g} min | {'exact %' if metric == 'exact' else 'BLEU'} | "
             f"{cell('aiayn', metric, True)} | {cell('plain', metric, True)} | "
-            f"{cell('aiayn', 'chrf')} | {cell('plain', 'chrf')} | {model} {steps} |"
+            f"{cell('aiayn', 'chrf')} | {cell('plain', 'chrf')} | {plan} | {peer_steps} |"
         )
+    lines += ["", summary_line(results)]
     return "\n".join(lines)
+
+
+def summary_line(results: Path) -> str:
+    """How many corpora aiayn's defaults match or beat the plain recipe on, and the rule-like bar."""
+    wins, both, rule_ok, rule_n = 0, 0, 0, 0
+    for name, corpus in CORPORA.items():
+        runs = {}
+        for system in SYSTEMS:
+            path = results / f"{name}.{system}.json"
+            if path.exists():
+                runs[system] = json.loads(path.read_text(encoding="utf-8"))
+        if len(runs) == 2:
+            both += 1
+            wins += runs["aiayn"][corpus.metric] >= runs["plain"][corpus.metric]
+        if corpus.rule_like and "aiayn" in runs:
+            rule_n += 1
+            rule_ok += runs["aiayn"]["exact"] >= 95.0
+    return (
+        f"aiayn's defaults are at least as good as the plain recipe on {wins} of {both} corpora; "
+        f"exact match ≥ 95% on {rule_ok} of {rule_n} rule-like corpora."
+    )
 
 
 def main(argv=None) -> None:

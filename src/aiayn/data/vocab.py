@@ -11,12 +11,14 @@ writes.
 *How large.* A piece the model sees a handful of times is never learned, and a corpus written without
 spaces lets BPE build pieces that span most of a sentence, which an unseen sentence never contains. So
 BPE merges two pieces only while the pair occurs at least :data:`MIN_PIECE_FREQUENCY` times in the
-training text: the vocabulary grows with the corpus (about 2,000 pieces a side for 10,000 Bible verses,
-a few dozen for numbers written as words) and stops where pieces turn rare. Single characters are
-always kept (the text's alphabet is the floor), so a small corpus gets a character-level vocabulary.
-(Gowda & May's rule, "the largest vocabulary whose pieces nearly all occur 100 times", chose 695
-pieces for both sides of those verses, and 8 CPU minutes then reached BLEU 3.5 where 2,000 a side
-reach 10-12: with little compute, longer sequences of smaller pieces cost more than rare pieces do.)
+training text: the vocabulary grows with the corpus (about 2,100 pieces shared by 10,000 French and
+English Bible verses, a few dozen for numbers written as words) and stops where pieces turn rare.
+Single characters are always kept (the text's alphabet is the floor), so a small corpus gets a
+character-level vocabulary. The threshold was measured, 5 CPU minutes each: Cyrillic → Latin
+transliteration 90.9% exact at 20, 94.7% at 50; grapheme → phoneme 36.4% at 20, 49.9% at 50. Gowda &
+May's stricter rule ("the largest vocabulary whose pieces nearly all occur 100 times") chose 695 pieces
+for those Bible verses, and 8 CPU minutes then reached BLEU 3.5 where 3,900 pieces reach 14: with little
+compute, longer sequences of smaller pieces cost more than rare pieces do.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .tokenizers import SPECIAL_TOKENS, BPETokenizer
 log = logging.getLogger(__name__)
 
 #: BPE merges a pair of pieces only while it occurs at least this often in the training text.
-MIN_PIECE_FREQUENCY = 20
+MIN_PIECE_FREQUENCY = 50
 #: The largest vocabulary the rule may choose.
 MAX_VOCAB = 16000
 #: One vocabulary when at least this fraction of the target's characters occur in the source.
