@@ -248,6 +248,7 @@ def main(argv=None) -> None:
     if args.quick:
         print("bench_robustness: skipped by --quick (it trains two models per corpus)")
         return
+    failed: list[str] = []
     if not args.table:
         for name in args.only or list(CORPORA):
             for system in args.systems:
@@ -262,11 +263,14 @@ def main(argv=None) -> None:
                 command += ["--results", str(results)]
                 if args.minutes is not None:
                     command += ["--minutes", f"{args.minutes:g}"]
-                subprocess.run(command, check=True, cwd=ROOT)
+                if subprocess.run(command, cwd=ROOT).returncode != 0:
+                    failed.append(f"{name} {system}")  # the other runs still count
     text = table(results)
     print(text)
     if not args.no_write:
         write_section("Robustness: aiayn's defaults on corpora of many shapes", text)
+    if failed:
+        sys.exit(f"bench_robustness: these runs failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
