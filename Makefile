@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install install-dev demo test lint format bench clean
+.PHONY: install install-dev demo test test-slow lint format bench clean
 
 $(CORE): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,11 @@ demo: $(CORE)
 	$(BIN)/aiayn demo
 
 test: $(DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Long fault-injection rounds and multi-process checks (CI runs them after `make test`).
+test-slow: $(DEV)
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks

@@ -291,3 +291,79 @@ def test_a_busy_port_is_a_clear_error(server):
 def test_cli_defaults_bind_to_localhost():
     args = build_parser().parse_args(["serve", "--model", "m"])
     assert (args.host, args.port, args.beam, args.max_chars) == ("127.0.0.1", 8000, 4, 500)
+
+
+def test_a_huge_json_number_and_a_lone_surrogate_are_400():
+    # The default body limit (unlike the tests' 4 KB) lets a 5,000-digit number reach the parser.
+    server = make_server(load_model_dir(tiny_translation_model_dir()), "127.0.0.1", 0, 1)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    for body in (b'{"text": "hi", "n": ' + b"9" * 5000 + b"}", b'{"text": "a\\ud800b"}'):
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request(
+            "POST", "/api/translate", body=body, headers={"Content-Type": "application/json"}
+        )
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+        assert response.status == 400, answer
+    assert "surrogate" in answer["error"]
+    assert_still_serving(server)
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_a_post_from_another_origin_is_refused(server):
+    host, port = server.server_address[:2]
+    status, _, answer = request(
+        server, "POST", "/api/translate", {"text": "我爱你"}, {"Origin": "https://evil.example"}
+    )
+    assert status == 403 and "other sites" in answer["error"]
+    status, _, _ = request(server, "POST", "/api/translate", {"text": "我爱你"}, {"Origin": "null"})
+    assert status == 403
+    same = {"Origin": f"http://{host}:{port}", "Host": f"{host}:{port}"}
+    status, _, _ = request(server, "POST", "/api/translate", {"text": "我爱你"}, same)
+    assert status == 200
+
+
+def test_on_every_interface_dns_names_need_allow_host(tmp_path):
+    srv = make_server(
+        load_model_dir(tiny_translation_model_dir()), "0.0.0.0", 0, 1, LIMITS,
+        allowed_hosts=["mybox.lan"],
+    )  # fmt: skip
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for name, expected in [
+            ("evil.example", 403),  # DNS rebinding: refused even on 0.0.0.0
+            ("mybox.lan:8000", 200),
+            ("192.168.1.5:8000", 200),  # an IP address can't be a rebound name
+            ("[::1]:8000", 200),
+            ("localhost", 200),
+        ]:
+            status, _, _ = request(srv, "GET", "/api/info", headers={"Host": name})
+            assert status == expected, name
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--model", "m", "--port", "70000"],
+        ["serve", "--model", "m", "--beam", "1000"],
+        ["translate", "--model", "m", "--beam", "65", "x"],
+        ["generate", "--model", "m", "--temperature", "nan", "x"],
+        ["generate", "--model", "m", "--temperature", "inf", "x"],
+        ["generate", "--model", "m", "--top-p", "nan", "x"],
+    ],
+)
+def test_out_of_range_limits_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err

@@ -88,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `aiayn translate ... | head`
         return 0
+    except OSError as e:  # a path of the user's that cannot be read or written: bad input
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"aiayn: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

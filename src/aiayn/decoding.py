@@ -18,15 +18,20 @@ length + 50, as in the paper (section 6.1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .errors import ModelDivergedError
 from .models.gpt import GPT, positions_from_mask
 from .models.seq2seq import Transformer
 
+#: The largest beam accepted (``--beam``, ``serve``): past a few dozen, a wider beam only costs time
+#: and memory (K hypotheses per sentence, each with its cache) and finds shorter, worse outputs.
+MAX_BEAM = 64
 #: Paper section 6.1: "maximum output length to input length + 50".
 EXTRA_OUTPUT_LEN = 50
 
@@ -176,6 +181,8 @@ def beam_search(
     Returns:
         Per sentence, its finished hypotheses, best first (at most ``beam_size``).
     """
+    if not 1 <= beam_size <= MAX_BEAM:
+        raise ValueError(f"beam_size must be in 1..{MAX_BEAM}, got {beam_size}")
     K = beam_size
     src_key_mask = model.source_mask(src, src_key_mask)
     B = src.shape[0]
@@ -334,6 +341,10 @@ def sample_next(
     ``temperature == 0`` is greedy (argmax). Otherwise temperature, then top-k, then top-p (the order
     Hugging Face applies them), then one draw from the softmax with ``generator``.
     """
+    if bool(torch.isnan(logits).any()):  # -inf is a banned token; NaN means the weights diverged
+        raise ModelDivergedError(
+            "the model's outputs are not numbers (NaN): its weights diverged in training"
+        )
     if temperature == 0:
         return logits.argmax(-1)
     logits = apply_temperature(logits.float(), temperature)
@@ -364,11 +375,13 @@ def _check_generation_args(
             raise ValueError(f"prompt {i} has a token id outside 0..{vocab_size - 1}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not (math.isfinite(temperature) and temperature >= 0):  # nan compares False: refused
+        raise ValueError(
+            f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}"
+        )
     if top_k < 0:
         raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    if not 0.0 < top_p <= 1.0:
+    if not 0.0 < top_p <= 1.0:  # nan included
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
@@ -424,8 +437,9 @@ def stream_generate(
     lengths = [len(p) for p in prompts]
     P = max(lengths)
     total = P + max_new_tokens
-    # One buffer for prompt + continuation: each step writes its column, no concatenation.
-    ids = torch.full((B, total), pad_id, dtype=torch.long)
+    # One buffer for prompt + continuation: each step writes its column. It starts small and
+    # doubles when full, so a huge max_new_tokens costs nothing until tokens are actually made.
+    ids = torch.full((B, min(total, P + max(64, c.max_len))), pad_id, dtype=torch.long)
     for b, p in enumerate(prompts):
         ids[b, P - len(p) : P] = torch.as_tensor(p, dtype=torch.long)
     ids = ids.to(device)
@@ -437,13 +451,18 @@ def stream_generate(
     n = P  # columns filled so far
     w = 0  # first column fed to the model (the cache holds columns w .. n - 1)
     keep = max(1, c.max_len // 2)
-    key_mask: Tensor | None = None  # (N, total) True inside each row's window; None: all equal
+    key_mask: Tensor | None = None  # (N, columns) True inside each row's window; None: all equal
     cache = None
     next_pos: Tensor | None = None  # (N, 1) position of each row's next token (cached path)
     refill = True  # (re)build the window: at the start and whenever a row's window slides
     banned = torch.tensor(sorted(set(suppress)), dtype=torch.long, device=device)
 
     for _ in range(max_new_tokens):
+        if n == ids.shape[1]:
+            extra = min(ids.shape[1], total - n)
+            ids = torch.cat([ids, ids.new_full((ids.shape[0], extra), pad_id)], dim=1)
+            if key_mask is not None:  # the new columns lie after every row's window start
+                key_mask = torch.cat([key_mask, key_mask.new_ones(key_mask.shape[0], extra)], 1)
         if n - min(starts) > c.max_len:
             # A row's window is full: it restarts on its last `keep` tokens. Positions are relative
             # to the window, so every cached key/value is recomputed.
@@ -454,7 +473,7 @@ def stream_generate(
             key_mask = None
             if any(s != w for s in starts):
                 key_mask = (
-                    torch.arange(total, device=device)[None, :]
+                    torch.arange(ids.shape[1], device=device)[None, :]
                     >= torch.tensor(starts, device=device)[:, None]
                 )
         mask = None if key_mask is None else key_mask[:, w:n]  # (N, S)

@@ -36,3 +36,7 @@ class CheckpointError(AiaynError):
 
 class ConfigError(AiaynError):
     """A configuration value is out of range or inconsistent."""
+
+
+class ModelDivergedError(AiaynError):
+    """A model's outputs are NaN: its weights diverged in training. Nothing sensible can be decoded."""

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from torch import nn
 from . import config as cfg
 from .errors import CheckpointError, ConfigError
 from .models import registry
-from .training.checkpoint import WEIGHTS_FILE, load_weights, read_config, save_weights, write_config
+from .training.checkpoint import (
+    WEIGHTS_FILE,
+    check_weights_header,
+    load_weights,
+    read_config,
+    save_weights,
+    write_config,
+)
 
 
 @dataclass
@@ -35,10 +43,33 @@ class LoadedModel:
         files = self.info.get("tokenizers", {})
         if role not in files:
             raise CheckpointError(f"{self.directory}/config.json: no {role!r} tokenizer listed")
-        path = self.directory / files[role]
+        name = files[role]
+        # A plain file name inside the folder: "../x.json" or "/etc/passwd" would read anything.
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise CheckpointError(
+                f"{self.directory}/config.json: tokenizer {role!r} must be a file name inside the "
+                f"folder, got {name!r}"
+            )
+        path = self.directory / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing tokenizer file")
         return path
+
+    def tokenizer(self, role: str, load: Callable[[Path], Any]) -> Any:
+        """The tokenizer stored for ``role``, read with ``load``; refused when it has more tokens
+        than the model has embedding rows (every such id would be an index error)."""
+        path = self.tokenizer_path(role)
+        tokenizer = load(path)
+        rows = getattr(self.config, _VOCAB_FIELDS.get(role, ""), None)
+        if isinstance(rows, int) and tokenizer.vocab_size > rows:
+            raise CheckpointError(
+                f"{path}: {tokenizer.vocab_size} tokens, but the model has only {rows} embedding rows"
+            )
+        return tokenizer
+
+
+#: The model config field that counts the embedding rows a tokenizer of each role indexes.
+_VOCAB_FIELDS = {"source": "src_vocab_size", "target": "tgt_vocab_size", "text": "vocab_size"}
 
 
 def write_model_info(directory: str | Path, kind: str, config: Any, **info: Any) -> None:
@@ -82,8 +113,14 @@ def load_model_dir(
     try:
         model_cls = registry.model_class(kind)
         config = cfg.from_dict(kind, dict(info.get("config", {})))
-    except (ConfigError, TypeError) as e:
+        # A folder from elsewhere is input: its config is checked against the weights' header on
+        # the meta device (no memory) before a model of that size is built.
+        with torch.device("meta"):
+            probe = model_cls(config)
+    except (ConfigError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{directory}/config.json: bad model config ({e})") from None
+    check_weights_header(probe, directory / WEIGHTS_FILE)
+    del probe
     model = model_cls(config)
     load_weights(model, directory / WEIGHTS_FILE)
     return LoadedModel(kind, model.to(device).eval(), config, info, directory)

@@ -32,6 +32,7 @@ from .training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, 
 from .training.checkpoint import find_checkpoint
 from .training.losses import label_smoothed_cross_entropy
 from .training.optim import paper_adam
+from .training.rundir import claim_out_dir
 from .training.scheduled_sampling import ScheduledSampling, seq2seq_loss
 from .training.schedules import BudgetSchedule, NoamSchedule
 from .training.trainer import TrainConfig, Trainer, seed_everything
@@ -446,9 +447,10 @@ def learn_tokenizers(
 
 def load_translation_tokenizers(loaded: LoadedModel) -> tuple[Tokenizer, Tokenizer]:
     """A translation model's source and target tokenizers (one object when they share a file)."""
-    source, target = loaded.tokenizer_path("source"), loaded.tokenizer_path("target")
-    src_tok = load_tokenizer(source)
-    return src_tok, (src_tok if source == target else load_tokenizer(target))
+    src_tok, tgt_tok = (loaded.tokenizer(role, load_tokenizer) for role in ("source", "target"))
+    if loaded.tokenizer_path("source") == loaded.tokenizer_path("target"):
+        tgt_tok = src_tok  # one shared vocabulary: one object, as training made it
+    return src_tok, tgt_tok
 
 
 def length_ratio(ids: Sequence[tuple[list[int], list[int]]]) -> float:
@@ -484,6 +486,7 @@ def train_translation(
     batch_tokens: int | None = None,
     swap: bool = False,
     resume: bool = False,
+    overwrite: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -517,6 +520,8 @@ def train_translation(
         scheduled_sampling = ScheduledSampling(scheduled_sampling)
     out_dir = Path(out_dir)
     dist = distributed.setup(torch.device(device))
+    # Before anything is written: refuse a foreign folder or a second writer.
+    claim_out_dir(out_dir, overwrite, lock=dist.is_main)
     device = distributed.device_for(dist, torch.device(device))
     seed_everything(seed)
     train_pairs = load_pairs(train_spec, "train", swap)

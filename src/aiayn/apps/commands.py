@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -19,6 +21,15 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (auto: CUDA if present)")
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into DIR even though it is not empty and not an aiayn run (aiayn deletes only "
+        "folders it wrote)",
+    )
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:
@@ -57,6 +68,75 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def read_stdin_lines() -> list[str]:
+    """Standard input's lines, decoded as strict UTF-8 whatever the locale, a leading BOM dropped.
+
+    Under ``LC_ALL=C`` Python reads stdin with ``surrogateescape``, so invalid bytes would reach the
+    tokenizer as lone surrogates; reading bytes and decoding each line names the bad line instead.
+
+    Raises:
+        AiaynError: a line that is not UTF-8 (its number and byte offset named).
+    """
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # a text stream put in its place (a notebook, a test): already decoded
+        return [line.rstrip("\r\n").removeprefix("\ufeff") for line in sys.stdin]
+    lines = []
+    for number, raw in enumerate(binary, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise AiaynError(
+                f"<stdin>, line {number}: not valid UTF-8 (byte 0x{raw[e.start]:02X} at byte "
+                f"offset {e.start} of the line)"
+            ) from None
+    return lines
+
+
+def beam_size(text: str) -> int:
+    """argparse type: a beam size, 1 .. :data:`aiayn.decoding.MAX_BEAM`."""
+    from ..decoding import MAX_BEAM
+
+    value = positive_int(text)
+    if value > MAX_BEAM:
+        raise argparse.ArgumentTypeError(f"expected a beam size of 1 to {MAX_BEAM}, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) .. 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {value}")
+    return value
+
+
+def sampling_temperature(text: str) -> float:
+    """argparse type: a sampling temperature, a finite number >= 0 (0 = greedy)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def top_p_mass(text: str) -> float:
+    """argparse type: a number in (0, 1] (top-p)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:  # nan fails too
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
     return value
 
 

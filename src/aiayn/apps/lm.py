@@ -51,9 +51,19 @@ from ..training.allocator import keep_freed_memory
 from ..training.budget import Budget
 from ..training.checkpoint import find_checkpoint
 from ..training.optim import adamw
+from ..training.rundir import claim_out_dir
 from ..training.schedules import warmup_cosine_schedule
 from ..training.trainer import TrainConfig, Trainer, seed_everything
-from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .commands import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    positive_float,
+    positive_int,
+    resolve_device,
+    sampling_temperature,
+    top_p_mass,
+)
 from .train_group import train_subparsers
 
 log = logging.getLogger(__name__)
@@ -352,6 +362,7 @@ def train_lm(
     eval_tokens: int | None = None,
     sample_tokens: int = 200,
     resume: bool = False,
+    overwrite: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -370,6 +381,8 @@ def train_lm(
     keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir = Path(out_dir)
     dist = distributed.setup(torch.device(device))
+    # Before anything is written: refuse a foreign folder or a second writer.
+    claim_out_dir(out_dir, overwrite, lock=dist.is_main)
     device = distributed.device_for(dist, torch.device(device))
     seed_everything(seed)
     train_text, valid_text = load_train_valid(text_spec, valid_spec)
@@ -382,7 +395,7 @@ def train_lm(
         log.info("no saved state in %s: starting fresh", out_dir)
     if resuming:
         loaded = load_model_dir(found, device, expect="gpt")
-        tok = load_tokenizer(loaded.tokenizer_path("text"))
+        tok = loaded.tokenizer("text", load_tokenizer)
         model_config = loaded.config
         saved_training = dict(loaded.info.get("training", {}))
         saved_plan = saved_training.get("plan")
@@ -528,7 +541,7 @@ class LanguageModel:
         if loaded.kind != "gpt":
             raise AiaynError(f"{loaded.directory}: not a language model ({loaded.kind})")
         self.model: GPT = loaded.model
-        self.tokenizer = load_tokenizer(loaded.tokenizer_path("text"))
+        self.tokenizer = loaded.tokenizer("text", load_tokenizer)
         self.directory = loaded.directory
 
     @classmethod
@@ -597,26 +610,51 @@ def _never_generated(tokenizer: Tokenizer) -> list[int]:
 class _TextStream:
     """Turns a growing list of token ids into text pieces, cut at the first stop string.
 
-    Text is decoded from the prompt on (decoding a continuation alone can lose the space that joins
-    it to the prompt) and only the new characters are emitted. A trailing U+FFFD means a multi-byte
-    character is still incomplete (byte-level BPE), so it waits for the next token.
+    New tokens are decoded together with a few tokens before them (decoding a continuation alone
+    can lose the space that joins it to what came before) and only the new characters are kept, so
+    each token costs the same however long the text already is. A trailing U+FFFD means a
+    multi-byte character is still incomplete (byte-level BPE), so it waits for the next token.
     """
+
+    #: Tokens of left context decoded with the unsettled ones.
+    CONTEXT = 4
+    #: Unsettled tokens after which their text is settled (no longer re-decoded).
+    SETTLE = 16
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int], stop: Sequence[str]) -> None:
         self.tokenizer, self.prompt_ids = tokenizer, prompt_ids
         self.stop = [s for s in stop if s]
         self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.prefix = len(tokenizer.decode(prompt_ids))
         self.ids: list[int] = []
         self.text = ""  # continuation so far (cut at a stop string once one appears)
+        self.settled_text = ""  # the text of ids[: self.settled]
+        self.settled = 0
         self.emitted = 0
         self.stopped = False
+
+    def _decode_continuation(self) -> str | None:
+        """The continuation's text, or None while its last character is incomplete."""
+        new = self.ids[self.settled :]
+        context = self.ids[max(0, self.settled - self.CONTEXT) : self.settled]
+        if len(context) < self.CONTEXT:  # the context reaches back into the prompt
+            context = (
+                self.prompt_ids[len(self.prompt_ids) - (self.CONTEXT - len(context)) :] + context
+            )
+        head = self.tokenizer.decode(context)
+        tail = self.tokenizer.decode(context + new)[len(head) :]
+        if tail.endswith("\ufffd"):
+            return None
+        if len(new) >= self.SETTLE:
+            self.settled_text += tail
+            self.settled = len(self.ids)
+            return self.settled_text
+        return self.settled_text + tail
 
     def _update(self) -> None:
         if self.stopped:
             return
-        text = self.tokenizer.decode(self.prompt_ids + self.ids)[self.prefix :]
-        if text.endswith("\ufffd"):
+        text = self._decode_continuation()
+        if text is None:
             return
         for s in self.stop:
             # Search only where a new match can start, so earlier text is never re-cut.
@@ -627,7 +665,7 @@ class _TextStream:
 
     def check(self, row: int, new_tokens: list[int]) -> bool:
         """The :data:`~aiayn.decoding.StopFn`: True once a stop string has appeared."""
-        self.ids = list(new_tokens)
+        self.ids = new_tokens  # the generator's own list, one token longer each call: read only
         self._update()
         return self.stopped
 
@@ -716,6 +754,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_tokens=args.eval_tokens,
         resume=args.resume,
+        overwrite=args.overwrite,
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.no_progress,
@@ -727,10 +766,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     lm = LanguageModel.load(args.model, resolve_device(args.device))
-    if args.temperature < 0:
-        raise AiaynError(f"--temperature must be >= 0 (0 = greedy), got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise AiaynError(f"--top-p must be in (0, 1], got {args.top_p}")
     pieces = lm.stream(
         args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -782,6 +817,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--eval-tokens", type=_non_negative_int, help="validation tokens per evaluation (0 = all)"
     )
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--fsdp",
@@ -796,9 +832,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--prompt", default="", help="text to continue (default: a line break)")
     p.add_argument("--max-new-tokens", type=_non_negative_int, default=200, help="default 200")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
+    p.add_argument(
+        "--temperature", type=sampling_temperature, default=0.8, help="0 = greedy (default 0.8)"
+    )
     p.add_argument("--top-k", type=_non_negative_int, default=0, help="0 = off (default)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1.0 = off)")
+    p.add_argument("--top-p", type=top_p_mass, default=1.0, help="nucleus mass (1.0 = off)")
     p.add_argument("--stop", action="append", help="stop before this string (repeatable)")
     add_seed(p)
     add_device(p)

@@ -31,7 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AiaynError
-from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .commands import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    positive_float,
+    positive_int,
+    read_stdin_lines,
+    resolve_device,
+)
 from .train_group import train_subparsers
 
 if TYPE_CHECKING:
@@ -97,8 +105,9 @@ class SentenceEncoder:
         from ..modeldir import load_model_dir
 
         loaded = load_model_dir(directory, device, expect="bert")
-        tokenizer = WordPieceTokenizer.from_file(
-            loaded.tokenizer_path("text"), max_length=loaded.config.max_len
+        tokenizer = loaded.tokenizer(
+            "text",
+            lambda path: WordPieceTokenizer.from_file(path, max_length=loaded.config.max_len),
         )
         return cls(loaded.model, tokenizer)
 
@@ -355,6 +364,7 @@ def train_mlm(
     max_minutes: float | None = None,
     eval_every: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -383,12 +393,16 @@ def train_mlm(
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.checkpoint import find_checkpoint
     from ..training.optim import adamw
+    from ..training.rundir import claim_out_dir
     from ..training.schedules import warmup_cosine_schedule
     from ..training.trainer import TrainConfig, Trainer, seed_everything
 
     started = time.monotonic()
     keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir, device = Path(out_dir), torch.device(device)
+    if seq_len < 3:
+        raise AiaynError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
+    claim_out_dir(out_dir, overwrite)  # before anything is written: refuse a foreign folder
     seed_everything(seed)
     if max_steps is None and max_minutes is None:
         max_steps = 2000
@@ -402,7 +416,9 @@ def train_mlm(
     if resuming:
         saved = load_model_dir(found, device, expect="bert")
         config = saved.config
-        tokenizer = WordPieceTokenizer.from_file(saved.tokenizer_path("text"), config.max_len)
+        tokenizer = saved.tokenizer(
+            "text", lambda path: WordPieceTokenizer.from_file(path, config.max_len)
+        )
     else:
         tokenizer = _resolve_tokenizer(tokenizer, lines, vocab_size)
         config = cfg.apply_overrides(cfg.get_preset("bert", preset), overrides)
@@ -501,12 +517,7 @@ def train_mlm(
 
 # ---- command line ------------------------------------------------------------------------------------
 def _read_inputs(texts: list[str]) -> list[str]:
-    if texts:
-        return texts
-    try:
-        return [line.rstrip("\r\n") for line in sys.stdin]
-    except UnicodeDecodeError as e:
-        raise AiaynError(f"<stdin>: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    return texts or read_stdin_lines()
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -524,6 +535,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         resume=args.resume,
+        overwrite=args.overwrite,
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.no_progress,
@@ -569,6 +581,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_seed(p)
     add_device(p)

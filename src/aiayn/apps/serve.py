@@ -37,6 +37,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,7 +47,7 @@ from urllib.parse import urlsplit
 
 from ..errors import AiaynError
 from ..viz import lm_attention_maps
-from .commands import add_device, positive_int, resolve_device
+from .commands import add_device, beam_size, port_number, positive_int, resolve_device
 
 log = logging.getLogger("aiayn.serve")
 
@@ -319,14 +320,26 @@ def load_page() -> tuple[bytes, str]:
 _LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
+def _same_origin(origin: str, host: str | None) -> bool:
+    """True when a request's ``Origin`` is the page this server itself served (same host:port)."""
+    return origin != "null" and host is not None and urlsplit(origin).netloc.lower() == host.lower()
+
+
 class AttentionServer(ThreadingHTTPServer):
     """The HTTP server: holds the backend, the page and the limits for its handlers."""
 
     daemon_threads = True  # a stuck client never keeps the process alive on Ctrl-C
 
-    def __init__(self, address: tuple[str, int], backend: Backend, limits: ServeLimits) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: Backend,
+        limits: ServeLimits,
+        allowed_hosts: Sequence[str] = (),
+    ) -> None:
         self.backend = backend
         self.limits = limits
+        self.allowed_hosts = {name.lower() for name in allowed_hosts}
         self.page, self.csp = load_page()
         # One request at a time runs the model: torch already uses every core for one sentence, and
         # this keeps memory bounded however many clients there are.
@@ -416,19 +429,39 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal server error"})
 
     def _check_host(self) -> None:
-        """On a loopback address, answer only requests addressed to a loopback name.
+        """Answer only requests addressed to an IP address, a loopback name or an allowed name,
+        and refuse a POST that a page of another origin sends.
 
-        A web page elsewhere can point a DNS name of its own at 127.0.0.1 ("DNS rebinding") and make
-        the browser send it requests; they carry that name in ``Host`` and are refused here.
+        A web page elsewhere can point a DNS name of its own at this machine ("DNS rebinding") and
+        make the browser send it requests; they carry that name in ``Host`` and are refused here
+        (an IP address in ``Host`` cannot be such a page's own origin). ``--allow-host NAME``
+        admits a DNS name. A page of another origin can also POST to this one directly (a "simple"
+        cross-origin request); its ``Origin`` header differs from ``Host``, and it is refused as
+        Jupyter does.
         """
-        if not self.server.loopback_only:
-            return
         host = self.headers.get("Host")
-        if host is None:  # an HTTP/1.0 client; a browser always names the host
-            return
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.lower() not in _LOOPBACK_NAMES:
-            raise RequestError(HTTPStatus.FORBIDDEN, "this server answers only to localhost")
+        # An HTTP/1.0 client may omit Host; a browser always names the host.
+        if host is not None and not self._allowed_host(host):
+            raise RequestError(
+                HTTPStatus.FORBIDDEN,
+                "this server answers only to its IP address, localhost, or a name given "
+                "with --allow-host",
+            )
+        origin = self.headers.get("Origin")
+        if self.command == "POST" and origin is not None and not _same_origin(origin, host):
+            raise RequestError(HTTPStatus.FORBIDDEN, "requests from other sites are refused")
+
+    def _allowed_host(self, host: str) -> bool:
+        name = (
+            host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+        ).lower()
+        if name in _LOOPBACK_NAMES or name in self.server.allowed_hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     # -- handlers
     def _get_page(self) -> None:
@@ -458,6 +491,14 @@ class Handler(BaseHTTPRequestHandler):
         text = request.get("text")
         if not isinstance(text, str):
             raise RequestError(HTTPStatus.BAD_REQUEST, 'expected {"text": "..."} with a string')
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON's "\ud800" escapes decode to a lone surrogate
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST,
+                f"the text holds a lone surrogate (U+{ord(text[e.start]):04X}) at character "
+                f"{e.start}: not valid Unicode",
+            ) from None
         limits = self.server.limits
         if len(text) > limits.max_chars:
             raise RequestError(
@@ -507,6 +548,8 @@ class Handler(BaseHTTPRequestHandler):
             raise RequestError(HTTPStatus.BAD_REQUEST, "the request body is not UTF-8") from None
         except json.JSONDecodeError as e:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"invalid JSON: {e.msg}") from None
+        except ValueError as e:  # e.g. an integer of thousands of digits (Python's own limit)
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"invalid JSON: {e}") from None
         except RecursionError:
             raise RequestError(HTTPStatus.BAD_REQUEST, "invalid JSON: nested too deeply") from None
         if not isinstance(request, dict):
@@ -574,6 +617,7 @@ def make_server(
     port: int = 8000,
     beam: int = 4,
     limits: ServeLimits | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> AttentionServer:
     """An HTTP server for a loaded model directory, bound but not yet serving.
 
@@ -586,6 +630,7 @@ def make_server(
         port: TCP port (0 = any free one).
         beam: beam size for translation.
         limits: request limits.
+        allowed_hosts: DNS names besides localhost that requests may address (``Host``).
 
     Raises:
         AiaynError: the model kind has no backend, or the address can't be bound.
@@ -593,7 +638,7 @@ def make_server(
     limits = limits or ServeLimits()
     backend = make_backend(loaded, limits, beam=beam)
     try:
-        return AttentionServer((host, port), backend, limits)
+        return AttentionServer((host, port), backend, limits, allowed_hosts)
     except OSError as e:
         raise AiaynError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
@@ -603,12 +648,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     loaded = load_model_dir(args.model, resolve_device(args.device))
     limits = ServeLimits(max_chars=args.max_chars)
-    server = make_server(loaded, args.host, args.port, beam=args.beam, limits=limits)
+    server = make_server(
+        loaded, args.host, args.port, beam=args.beam, limits=limits, allowed_hosts=args.allow_host
+    )
     if not server.loopback_only:
         log.warning(
             "listening on %s: the page has no login, so anyone who can reach this address can use "
-            "it",
+            "it (requests must name an IP address%s)",
             args.host,
+            ", localhost or " + ", ".join(args.allow_host) if args.allow_host else " or localhost",
         )
     log.info("serving %s at %s (Ctrl-C to stop)", args.model, server.url)
     try:
@@ -629,8 +677,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 = any free)")
-    p.add_argument("--beam", type=positive_int, default=4, help="beam size (1 = greedy)")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="TCP port (default 8000; 0 = any free)"
+    )
+    p.add_argument("--beam", type=beam_size, default=4, help="beam size (1 = greedy; at most 64)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a DNS name requests may use to reach the server (repeatable; IP addresses and "
+        "localhost always work)",
+    )
     p.add_argument(
         "--max-chars", type=positive_int, default=500, help="longest input accepted (characters)"
     )

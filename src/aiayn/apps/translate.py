@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 
 from ..errors import AiaynError
-from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .commands import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    beam_size,
+    positive_float,
+    positive_int,
+    read_stdin_lines,
+    resolve_device,
+)
 from .train_group import train_subparsers
 
 log = logging.getLogger("aiayn")
@@ -37,6 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_tokens=args.batch_tokens,
         swap=args.swap,
         resume=args.resume,
+        overwrite=args.overwrite,
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.no_progress,
@@ -56,12 +66,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _read_inputs(texts: list[str]) -> list[str]:
-    if texts:
-        return texts
-    try:
-        return [line.rstrip("\r\n") for line in sys.stdin]
-    except UnicodeDecodeError as e:
-        raise AiaynError(f"<stdin>: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    return texts or read_stdin_lines()
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
@@ -196,6 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping (0 = off)")
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument(
@@ -223,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("translate", help="translate TEXT arguments or stdin lines")
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--beam", type=positive_int, default=4, help="beam size (1 = greedy)")
+    p.add_argument("--beam", type=beam_size, default=4, help="beam size (1 = greedy; at most 64)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (0 = none)")
     p.add_argument("--max-len", type=positive_int, help="maximum output tokens")
     p.add_argument(
@@ -236,7 +242,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a model on a test set (JSON on stdout)")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--test", required=True, help="test data: FILE or builtin:NAME")
-    p.add_argument("--beam", type=positive_int, default=4, help="beam size for translation models")
+    p.add_argument(
+        "--beam", type=beam_size, default=4, help="beam size for translation models (at most 64)"
+    )
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
     add_device(p)
     p.set_defaults(func=_cmd_evaluate)

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AiaynError
-from .commands import add_device, add_seed, positive_float, positive_int, resolve_device
+from .commands import (
+    add_device,
+    add_overwrite,
+    add_seed,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
 from .train_group import train_subparsers
 
 if TYPE_CHECKING:
@@ -226,6 +233,7 @@ def train_vit(
     max_minutes: float | None = None,
     eval_every: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -251,12 +259,14 @@ def train_vit(
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.checkpoint import find_checkpoint
     from ..training.optim import adamw
+    from ..training.rundir import claim_out_dir
     from ..training.schedules import warmup_cosine_schedule
     from ..training.trainer import TrainConfig, Trainer, seed_everything
 
     started = time.monotonic()
     keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir, device = Path(out_dir), torch.device(device)
+    claim_out_dir(out_dir, overwrite)  # before anything is written: refuse a foreign folder
     seed_everything(seed)
     builtin = dataset.startswith("builtin:")
     found = find_checkpoint(out_dir / "last") if resume else None  # last, or last.old after a kill
@@ -438,6 +448,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         max_minutes=args.max_minutes,
         resume=args.resume,
+        overwrite=args.overwrite,
         seed=args.seed,
         device=resolve_device(args.device),
         progress=not args.no_progress,
@@ -482,6 +493,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
     p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
     p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_seed(p)
     add_device(p)

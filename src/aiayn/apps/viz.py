@@ -69,7 +69,7 @@ def _lm_view(loaded, args: argparse.Namespace):
         raise AiaynError(f"--kind {args.kind}: a language model has only self-attention (self)")
     if args.target is not None:
         raise AiaynError("--target is for translation models")
-    tokenizer = load_tokenizer(loaded.tokenizer_path("text"))
+    tokenizer = loaded.tokenizer("text", load_tokenizer)
     return lm_attention(loaded.model, tokenizer, args.text, args.layer), {}
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -64,6 +65,16 @@ def _read_bytes(path: Path) -> bytes:
     """Read a whole file, turning every way of not being a readable file into a DataError."""
     if path.is_dir():
         raise DataError(path, "is a directory, expected a file")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):  # /dev/zero, a FIFO nobody closes: reading would never end
+        raise DataError(
+            path, "is not a regular file (a device, pipe or socket); save the text to a file first"
+        )
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -13,19 +13,20 @@ new one, never a mix or a half-written file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from ..errors import CheckpointError
+from .rundir import is_own_folder, remove_own_folder  # only folders aiayn wrote
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -93,7 +94,72 @@ def save_weights(model: nn.Module, path: str | Path) -> None:
     """Write ``model``'s weights as safetensors with a checksum, atomically."""
     state = unique_state(model)
     metadata = {"format": "pt", "aiayn_sha256": _digest(state)}
-    atomic_write(path, lambda p: save_file(state, str(p), metadata=metadata))
+    # Serialised in memory, written by Python: a full disk or a file-size limit is then an OSError
+    # with its errno (safetensors' own writer reports it only as text).
+    data = save(state, metadata=metadata)
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+#: safetensors' dtype names.
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def check_weights_header(model: nn.Module, path: str | Path) -> None:
+    """Check the names, shapes and dtypes in a safetensors header against ``model``, reading no data.
+
+    ``model`` may live on the meta device: a model directory from elsewhere is input, and a config
+    that asks for a huge model over small weights must be refused before anything is allocated.
+
+    Raises:
+        CheckpointError: unreadable header, or a tensor missing, unexpected, or of another shape
+            or dtype (named in the message).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    own = model.state_dict(keep_vars=True)  # the tensors themselves: a tie is one object
+    expected, seen = {}, set()
+    for name, tensor in own.items():
+        if id(tensor) not in seen:  # a tied matrix is stored once, under its first name
+            seen.add(id(tensor))
+            expected[name] = tensor
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {}
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle is not iterable)
+                header = f.get_slice(name)
+                stored[name] = (tuple(header.get_shape()), header.get_dtype())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({e}); it may be truncated or of another kind"
+        ) from None
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in own]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights don't fit the model (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
+    for name, (shape, dtype) in stored.items():
+        want = own[name]
+        if shape != tuple(want.shape):
+            raise CheckpointError(
+                f"{path}: {name} has shape {shape}, but config.json makes it {tuple(want.shape)}"
+            )
+        if _SAFETENSORS_DTYPES.get(dtype) != want.dtype:
+            raise CheckpointError(f"{path}: {name} is {dtype}, the model expects {want.dtype}")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -156,14 +222,26 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("format") != "aiayn" or "kind" not in data:
         raise CheckpointError(f"{path}: not an aiayn model config")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer aiayn (format {data['format_version']})")
+    # The folder may come from anywhere: wrong JSON types are refused here, by name.
+    version = data.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer aiayn (format {version})")
+    for key, kind in (("kind", str), ("config", dict), ("tokenizers", dict)):
+        if key in data and not isinstance(data[key], kind):
+            raise CheckpointError(f"{path}: {key} must be a JSON {_JSON_NAMES[kind]}")
     return data
+
+
+_JSON_NAMES = {str: "string", dict: "object"}
 
 
 def save_trainer_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write resumable training state (tensors and plain Python values only)."""
-    atomic_write(path, lambda p: torch.save(state, p))
+    buffer = io.BytesIO()  # as above: torch.save's own writer hides the errno of a failed write
+    torch.save(state, buffer)
+    atomic_write(path, lambda p: p.write_bytes(buffer.getbuffer()))
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
@@ -187,15 +265,15 @@ def swap_in_directory(staging: Path, final: Path) -> None:
     """
     old = final.with_name(final.name + ".old")
     if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
+        if not is_own_folder(final):  # never move a user's folder aside, let alone delete it
+            raise CheckpointError(f"{final}: exists but was not written by aiayn; move it away")
+        remove_own_folder(old)
         os.replace(final, old)
     # else: a crash between the renames left ``final.old`` as the only complete copy; it stays
     # until ``staging`` is in place.
     os.replace(staging, final)
     _fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
+    remove_own_folder(old)
 
 
 def find_checkpoint(final: Path) -> Path | None:

@@ -18,6 +18,7 @@ batch order are restored, so the next losses equal those of an uninterrupted run
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from . import distributed
 from .checkpoint import (
     TRAINER_FILE,
     WEIGHTS_FILE,
+    atomic_write_text,
     find_checkpoint,
     load_trainer_state,
     load_weights,
@@ -47,6 +49,7 @@ from .checkpoint import (
     unique_state,
 )
 from .distributed import DistContext
+from .rundir import create_out_dir, mark, release_out_dir, remove_own_folder
 from .schedules import BudgetSchedule
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,44 @@ AVERAGE_SPAN = 0.1
 
 
 class _Stop(Exception):
-    """SIGTERM arrived: save and exit like Ctrl-C."""
+    """SIGTERM or Ctrl-C arrived: save and exit like Ctrl-C."""
+
+
+class _StopRequests:
+    """SIGTERM and SIGINT (Ctrl-C) during training only raise a flag.
+
+    An exception raised from a signal handler lands wherever the interpreter happens to be: inside
+    the optimizer's per-parameter loop (the saved state would mix two steps) or between the two
+    renames of a save. So the handler only notes the signal; the loop stops at the next step
+    boundary and saves once, and signals arriving meanwhile (``timeout`` sends TERM twice) are noted
+    and otherwise ignored until the save is done.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._note)
+            except ValueError:  # not the main thread: leave signals alone
+                break
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum, frame) -> None:
+        if self.signum is None:
+            log.warning(
+                "%s: stopping at the end of this step and saving",
+                signal.Signals(signum).name,
+            )
+        self.signum = signum
 
 
 class Trainer:
@@ -188,7 +228,8 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0  # micro-batches of the current epoch already consumed
         self.best: float | None = None
-        self.bad_steps = 0
+        self.bad_steps = 0  # non-finite steps in a row
+        self.skipped_steps = 0  # and in all
         self.history: list[dict[str, Any]] = []
         self.seconds_before = 0.0  # budget seconds spent by earlier invocations (resume)
         self._clock = time.monotonic()  # when this invocation's budget clock started
@@ -303,12 +344,16 @@ class Trainer:
         if not self.dist.is_main:
             return
         staging = self.out_dir / "last.tmp"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-        self.task.write_model_files(staging)
-        save_weights(model, staging / WEIGHTS_FILE)
-        save_trainer_state(staging / TRAINER_FILE, self._state(optimizer))
+        remove_own_folder(staging)  # a save cut short by a kill; a user's folder is refused
+        try:
+            staging.mkdir(parents=True)
+            mark(staging)  # first, so even a half-written staging folder is provably ours
+            self.task.write_model_files(staging)
+            save_weights(model, staging / WEIGHTS_FILE)
+            save_trainer_state(staging / TRAINER_FILE, self._state(optimizer))
+        except OSError as e:  # disk full, file-size limit: the previous checkpoint is untouched
+            shutil.rmtree(staging, ignore_errors=True)  # ours: marked, or not even created
+            raise AiaynError(_write_failure(self.out_dir, e)) from None
         swap_in_directory(staging, self.out_dir / "last")
 
     def try_resume(self) -> bool:
@@ -366,7 +411,7 @@ class Trainer:
                     kept.append(line)
             except json.JSONDecodeError:
                 break  # a line cut by a kill: everything after it is gone too
-        path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        atomic_write_text(path, "".join(k + "\n" for k in kept))  # a kill now keeps all lines
 
     # ---- loop ------------------------------------------------------------------------------------
     def seconds_used(self) -> float:
@@ -496,17 +541,27 @@ class Trainer:
 
     def train(self) -> list[dict[str, Any]]:
         """Train until the step or time budget is used up; save on the way out, even on
-        Ctrl-C/SIGTERM.
+        Ctrl-C/SIGTERM (which stop the loop at a step boundary: see :class:`_StopRequests`).
 
         Returns:
             The metric records written during this invocation.
         """
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        cfg = self.config
+        if self.dist.is_main:
+            create_out_dir(self.out_dir)  # marked as aiayn's and locked against a second writer
         try:
-            previous = signal.signal(signal.SIGTERM, _raise_stop)
-        except ValueError:  # not the main thread: leave signals alone
-            previous = None
+            with _StopRequests() as stop:
+                history = self._train(stop)
+        finally:
+            release_out_dir(self.out_dir)
+        if stop.signum is not None:  # it came during the final evaluation: all is saved anyway
+            log.info(
+                "finished (and saved) before the %s could stop it", signal.Signals(stop.signum).name
+            )
+        return history
+
+    def _train(self, stop: _StopRequests) -> list[dict[str, Any]]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)  # other ranks: created by rank 0 above
+        cfg = self.config
         self.train_model.train()
         run_start = cfg.started_at if cfg.started_at is not None else time.monotonic()
         self._clock = run_start
@@ -530,6 +585,8 @@ class Trainer:
         start_step, last_eval_step = self.step, None
         try:
             while True:
+                if self._any_rank(stop.signum is not None):  # at a step boundary only
+                    raise _Stop()
                 reason = self._should_stop(deadline)
                 if reason is not None:
                     log.info("%s after %d steps", reason, self.step)
@@ -547,18 +604,24 @@ class Trainer:
                     log.info("first (compiling) step took %.1f s", self._compile_seconds)
                     window_start = time.monotonic()  # keep compilation out of tokens/s
                 self.epoch, self.batch_in_epoch = position
-                if not math.isfinite(step_loss):
+                # The gradient norm is checked too: a finite loss can still have inf/nan gradients
+                # (an overflow in backward), and one such update ruins the weights. FSDP2's
+                # gradients are DTensors: the norm is global. (No clipping: max_norm = inf.)
+                max_norm = cfg.clip_norm if cfg.clip_norm > 0 else math.inf
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+                if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+                    what = "loss" if not math.isfinite(step_loss) else "gradients"
                     self.bad_steps += 1
-                    log.warning("step %d: non-finite loss; step skipped", self.step + 1)
+                    self.skipped_steps += 1
+                    log.warning("step %d: non-finite %s; step skipped", self.step + 1, what)
                     if self.bad_steps >= cfg.max_bad_steps:
                         raise AiaynError(
-                            f"training diverged: {self.bad_steps} non-finite losses in a row at "
-                            f"step {self.step + 1}; lower the learning rate or check the data"
+                            f"training diverged: {self.bad_steps} non-finite steps ({what}) in a "
+                            f"row at step {self.step + 1}; lower the learning rate or check the data"
                         )
                     continue
                 self.bad_steps = 0
-                if cfg.clip_norm > 0:  # FSDP2's gradients are DTensors: the norm is global
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
                 self.optimizer.step()
                 self.step += 1
                 window_loss += step_loss
@@ -584,6 +647,8 @@ class Trainer:
                         "tokens_per_s": window_tokens / max(now - window_start, 1e-9),
                         "elapsed_s": round(now - run_start, 2),
                     }
+                    if self.skipped_steps:
+                        record["skipped_steps"] = self.skipped_steps
                     if self._compile_seconds is not None and len(self.history) == 0:
                         record["compile_seconds"] = self._compile_seconds
                     if is_eval:
@@ -606,8 +671,6 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.close()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
         if self.step > start_step and last_eval_step != self.step:
             # Stopped by the clock between evaluations: evaluate what we have, then save.
             now = time.monotonic()
@@ -693,8 +756,13 @@ class _Averager:
                 p.copy_((self.sum[name] / self.count).to(p.dtype))
 
 
-def _raise_stop(signum, frame) -> None:
-    raise _Stop()
+def _write_failure(directory: Path, error: OSError) -> str:
+    """One line for a checkpoint that could not be written."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on {directory}: the checkpoint was not saved (the previous one is intact)"
+    if error.errno == errno.EFBIG:
+        return f"file size limit reached writing {directory}: the checkpoint was not saved (the previous one is intact)"
+    return f"cannot write a checkpoint to {directory}: {error.strerror or error}"
 
 
 def _encode_py_state(state: tuple) -> tuple:
