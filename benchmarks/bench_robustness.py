@@ -179,11 +179,7 @@ def table(results: Path) -> str:
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for name, corpus in CORPORA.items():
-        runs = {}
-        for system in SYSTEMS:
-            path = results / f"{name}.{system}.json"
-            if path.exists():
-                runs[system] = json.loads(path.read_text(encoding="utf-8"))
+        runs = _runs(results, name)
         if not runs:
             continue
         metric = corpus.metric
@@ -203,15 +199,21 @@ def table(results: Path) -> str:
     return "\n".join(lines)
 
 
+def _runs(results: Path, name: str) -> dict[str, dict]:
+    """The stored results of ``name``, by system (those that ran)."""
+    runs = {}
+    for system in SYSTEMS:
+        path = results / f"{name}.{system}.json"
+        if path.exists():
+            runs[system] = json.loads(path.read_text(encoding="utf-8"))
+    return runs
+
+
 def summary_line(results: Path) -> str:
     """How many corpora aiayn's defaults match or beat the plain recipe on, and the rule-like bar."""
     wins, both, rule_ok, rule_n = 0, 0, 0, 0
     for name, corpus in CORPORA.items():
-        runs = {}
-        for system in SYSTEMS:
-            path = results / f"{name}.{system}.json"
-            if path.exists():
-                runs[system] = json.loads(path.read_text(encoding="utf-8"))
+        runs = _runs(results, name)
         if len(runs) == 2:
             both += 1
             wins += runs["aiayn"][corpus.metric] >= runs["plain"][corpus.metric]

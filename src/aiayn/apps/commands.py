@@ -11,6 +11,7 @@ import importlib
 import math
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -49,26 +50,26 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def _number(text: str, kind: Callable[[str], Any], ok: Callable[[Any], bool], what: str) -> Any:
+    """Parse ``text`` with ``kind`` and check it with ``ok`` (NaN fails every comparison); else the
+    usage error "expected WHAT"."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def positive_float(text: str) -> float:
     """argparse type: a float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
+    return _number(text, float, lambda v: v > 0, "a positive number")
 
 
 def read_stdin_lines() -> list[str]:
@@ -101,43 +102,22 @@ def beam_size(text: str) -> int:
     """argparse type: a beam size, 1 .. :data:`aiayn.decoding.MAX_BEAM`."""
     from ..decoding import MAX_BEAM
 
-    value = positive_int(text)
-    if value > MAX_BEAM:
-        raise argparse.ArgumentTypeError(f"expected a beam size of 1 to {MAX_BEAM}, got {value}")
-    return value
+    return _number(text, int, lambda v: 1 <= v <= MAX_BEAM, f"a beam size of 1 to {MAX_BEAM}")
 
 
 def port_number(text: str) -> int:
     """argparse type: a TCP port, 0 (any free one) .. 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {value}")
-    return value
+    return _number(text, int, lambda v: 0 <= v <= 65535, "a port number 0..65535")
 
 
 def sampling_temperature(text: str) -> float:
     """argparse type: a sampling temperature, a finite number >= 0 (0 = greedy)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
 def top_p_mass(text: str) -> float:
     """argparse type: a number in (0, 1] (top-p)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1:  # nan fails too
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
-    return value
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 #: aiayn.apps.<name> modules that add sub-commands, in the order --help lists them.
