@@ -447,10 +447,10 @@ def learn_tokenizers(
 
 def load_translation_tokenizers(loaded: LoadedModel) -> tuple[Tokenizer, Tokenizer]:
     """A translation model's source and target tokenizers (one object when they share a file)."""
-    src_tok, tgt_tok = (loaded.tokenizer(role, load_tokenizer) for role in ("source", "target"))
+    src_tok = loaded.tokenizer("source", load_tokenizer)
     if loaded.tokenizer_path("source") == loaded.tokenizer_path("target"):
-        tgt_tok = src_tok  # one shared vocabulary: one object, as training made it
-    return src_tok, tgt_tok
+        return src_tok, src_tok  # one shared vocabulary: one object (and one read), as trained
+    return src_tok, loaded.tokenizer("target", load_tokenizer)
 
 
 def length_ratio(ids: Sequence[tuple[list[int], list[int]]]) -> float:
