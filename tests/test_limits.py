@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -138,6 +139,32 @@ def test_devices_and_fifos_are_refused_not_read_forever(tmp_path, capsys):
         code = main(["train", "translate", "--train", path, "--out", str(tmp_path / "m")])
         err = capsys.readouterr().err
         assert code == 2 and "not a regular file" in err and path in err
+
+
+def test_a_huge_file_without_line_breaks_is_refused_after_one_line_not_read_whole(tmp_path):
+    from aiayn.data.corpus import read_parallel_tsv
+    from aiayn.errors import DataError
+
+    path = tmp_path / "dump.tsv"
+    path.write_bytes(b"ok\tfine\n" + b"a\tb" + b"x" * (30 * 2**20))  # 30 MB, one line
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"dump.tsv:2: line too long"):
+            read_parallel_tsv(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # the corpus is read line by line, and a line is cut off at the limit
+
+
+def test_a_corpus_is_read_line_by_line_with_the_same_pairs(tmp_path):
+    from aiayn.data.corpus import read_parallel_tsv, read_text
+
+    rows = [f"source {i}\ttarget {i}" for i in range(20_000)]
+    path = tmp_path / "c.tsv"
+    path.write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode())
+    assert read_parallel_tsv(path) == [(f"source {i}", f"target {i}") for i in range(20_000)]
+    assert read_text(path) == "\n".join(rows) + "\n"
 
 
 def test_invalid_utf8_on_stdin_names_the_line_under_a_c_locale(tmp_path):

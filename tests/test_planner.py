@@ -139,8 +139,8 @@ def test_plan_prefers_many_small_steps_when_the_budget_is_short(monkeypatch):
     _fake_costs(monkeypatch, {"tiny": 1, "small": 4, "base": 20})
     plan = _plan(_ids(20_000), minutes=5)
     assert plan.model_name == "tiny"
-    # 270 s of training: 4096-token steps (0.43 s) give 630, 2048-token steps (0.22 s) 1,200.
-    assert plan.batch_tokens == 2048
+    # 270 s of training: 2048-token steps (0.22 s) give 1,200, 1024-token steps (0.12 s) 2,200.
+    assert plan.batch_tokens == 1024
     assert plan.measured["tiny"]["steps"] >= translation.TARGET_STEPS
 
 

@@ -23,6 +23,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 from aiayn.errors import DataError
@@ -61,8 +62,8 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Read a whole file, turning every way of not being a readable file into a DataError."""
+def _open_checked(path: Path) -> BinaryIO:
+    """Open a file for reading, turning every way of not being a readable file into a DataError."""
     if path.is_dir():
         raise DataError(path, "is a directory, expected a file")
     try:
@@ -76,11 +77,41 @@ def _read_bytes(path: Path) -> bytes:
             path, "is not a regular file (a device, pipe or socket); save the text to a file first"
         )
     try:
-        return path.read_bytes()
+        return path.open("rb")
     except FileNotFoundError:
         raise DataError(path, "no such file") from None
     except OSError as e:
         raise DataError(path, f"cannot read: {e.strerror or e}") from None
+
+
+def _raw_lines(path: Path, max_line_bytes: int | None) -> Iterator[bytes]:
+    """The file's lines as bytes (without the ``\\n``), read one at a time: a large corpus is never
+    held twice in memory, and with ``max_line_bytes`` a file without line breaks (a dump, a binary
+    blob) is refused after that many bytes instead of being read whole."""
+    with _open_checked(path) as f:
+        number = 0
+        while True:
+            try:
+                raw = f.readline(-1 if max_line_bytes is None else max_line_bytes + 1)
+            except OSError as e:
+                raise DataError(path, f"cannot read: {e.strerror or e}") from None
+            number += 1
+            if (
+                max_line_bytes is not None
+                and len(raw) > max_line_bytes
+                and not raw.endswith(b"\n")
+            ):
+                raise DataError(
+                    path,
+                    f"line too long (over {max_line_bytes:,} bytes; the limit is "
+                    f"{max_line_bytes // 4:,} characters)",
+                    line=number,
+                )
+            if raw.endswith(b"\n"):
+                yield raw[:-1]
+            else:  # the last line: with or without a final line break, as str.split gives it
+                yield raw
+                return
 
 
 def _describe_control(ch: str) -> str:
@@ -89,20 +120,22 @@ def _describe_control(ch: str) -> str:
     return f"U+{code:04X} ({name})" if name else f"U+{code:04X}"
 
 
-def _lines(path: Path, data: bytes, bad_control: re.Pattern[str]) -> Iterator[tuple[int, str]]:
+def _lines(
+    path: Path, raw_lines: Iterable[bytes], bad_control: re.Pattern[str]
+) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` for every line, checking encoding and control characters.
 
     Lines are split on ``\\n`` only, so a trailing ``\\r`` (CRLF files) is dropped and any other
     ``\\r`` is reported as a control character rather than silently becoming a line break.
     """
-    if data.startswith(_UTF16_BOMS):
-        raise DataError(
-            path,
-            "file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8",
-            line=1,
-        )
     offset = 0  # byte offset of the current line in the file, for hexdump-friendly messages
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    for number, raw in enumerate(raw_lines, start=1):
+        if number == 1 and raw.startswith(_UTF16_BOMS):
+            raise DataError(
+                path,
+                "file is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8",
+                line=1,
+            )
         line_start = offset
         offset += len(raw) + 1
         if raw.endswith(b"\r"):
@@ -163,9 +196,10 @@ def read_parallel_tsv(
             The first problem in file order is reported, with its line number.
     """
     path = Path(path)
-    data = _read_bytes(path)
     pairs: list[tuple[str, str]] = []
-    for number, text in _lines(path, data, _TSV_BAD_CONTROL):
+    # UTF-8 spends at most 4 bytes a character: a longer line cannot be within the limit.
+    raw_lines = _raw_lines(path, 4 * max_line_chars + 1)  # + 1: a CRLF line's carriage return
+    for number, text in _lines(path, raw_lines, _TSV_BAD_CONTROL):
         if len(text) > max_line_chars:
             raise DataError(
                 path,
@@ -193,9 +227,8 @@ def read_parallel_tsv(
 
 
 def _read_text_file(path: Path) -> str:
-    data = _read_bytes(path)
     # _lines checks every line; rejoining with \n also normalizes \r\n and drops the BOM.
-    return "\n".join(text for _, text in _lines(path, data, _TEXT_BAD_CONTROL))
+    return "\n".join(text for _, text in _lines(path, _raw_lines(path, None), _TEXT_BAD_CONTROL))
 
 
 def _text_files(folder: Path) -> list[Path]:
