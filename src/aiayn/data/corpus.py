@@ -23,8 +23,8 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 from aiayn.errors import DataError
 
@@ -96,11 +96,7 @@ def _raw_lines(path: Path, max_line_bytes: int | None) -> Iterator[bytes]:
             except OSError as e:
                 raise DataError(path, f"cannot read: {e.strerror or e}") from None
             number += 1
-            if (
-                max_line_bytes is not None
-                and len(raw) > max_line_bytes
-                and not raw.endswith(b"\n")
-            ):
+            if max_line_bytes is not None and len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                 raise DataError(
                     path,
                     f"line too long (over {max_line_bytes:,} bytes; the limit is "
