@@ -13,7 +13,7 @@ import pytest
 
 from aiayn.data import bible
 from aiayn.errors import AiaynError
-from aiayn.translation import load_pairs
+from aiayn.tasks.translation import load_pairs
 
 N_VERSES = 2000
 

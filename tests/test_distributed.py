@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from aiayn.data.corpus import write_parallel_tsv
-from aiayn.translation import train_translation
+from aiayn.tasks.translation import train_translation
 from dist_helpers import free_port, torchrun_env
 
 PAIRS = [(f"{a} {b} {c}", f"{c} {b} {a}") for a in "abcd" for b in "efg" for c in "hij"]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from aiayn.apps.experiments import EXPERIMENT_NAMES
 from aiayn.cli import main
+from aiayn.cli.experiments import EXPERIMENT_NAMES
 from aiayn.experiments import EXPERIMENTS, _schedules, copy_pairs
 from aiayn.training.scheduled_sampling import ScheduledSampling
 

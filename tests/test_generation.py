@@ -9,12 +9,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from aiayn.apps.lm import LanguageModel
 from aiayn.cli import main
 from aiayn.data.tokenizers import CharTokenizer
 from aiayn.decoding import generate, sample_next, stream_generate
 from aiayn.modeldir import save_model_dir
 from aiayn.models.gpt import GPT, GPTConfig
+from aiayn.tasks.lm import LanguageModel
 from reference import randomize_
 
 # Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.

@@ -8,7 +8,7 @@ import torch
 from aiayn.data.batching import collate_seq2seq
 from aiayn.decoding import beam_search, greedy_search
 from aiayn.interop.marian import from_hf_marian, to_hf_marian
-from aiayn.translation import Translator, train_translation
+from aiayn.tasks.translation import Translator, train_translation
 from test_translation import PHRASES
 
 transformers = pytest.importorskip("transformers")

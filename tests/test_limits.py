@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from aiayn.apps.lm import LanguageModel
 from aiayn.cli import main
 from aiayn.decoding import sample_next, stream_generate
 from aiayn.errors import AiaynError, ModelDivergedError
+from aiayn.tasks.lm import LanguageModel
 from aiayn.training.trainer import TrainConfig, Trainer
 from tiny_translation import tiny_lm_model_dir, tiny_translation_model_dir
 
@@ -42,7 +42,7 @@ def test_a_huge_max_new_tokens_allocates_nothing_up_front(lm):
 
 
 def test_streamed_text_costs_linear_time_and_equals_the_full_decode(lm, monkeypatch):
-    from aiayn.apps.lm import _TextStream
+    from aiayn.tasks.lm import _TextStream
 
     tokenizer = lm.tokenizer
     prompt = lm.encode_prompt("the ")
@@ -183,7 +183,7 @@ def test_invalid_utf8_on_stdin_names_the_line_under_a_c_locale(tmp_path):
 
 
 def test_a_bom_on_stdin_is_stripped(monkeypatch):
-    from aiayn.apps.commands import read_stdin_lines
+    from aiayn.cli.commands import read_stdin_lines
 
     raw = io.BytesIO("\ufeff我爱你\r\n第二\n".encode())
     monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=raw))

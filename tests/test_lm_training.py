@@ -15,8 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from aiayn.apps import lm as lm_app
-from aiayn.apps.lm import LanguageModel, LMTask, evaluate_lm, make_optimizer, train_lm
 from aiayn.cli import main
 from aiayn.data.lm_data import (
     TokenWindows,
@@ -27,6 +25,8 @@ from aiayn.data.lm_data import (
     train_tokenizer,
 )
 from aiayn.models.gpt import GPT, GPTConfig
+from aiayn.tasks import lm as lm_app
+from aiayn.tasks.lm import LanguageModel, LMTask, evaluate_lm, make_optimizer, train_lm
 from dist_helpers import free_port, torchrun_env
 
 # Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.

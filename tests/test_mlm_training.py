@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 import torch
 
-from aiayn.apps.mlm import mask_tokens, pack_blocks, train_mlm
 from aiayn.cli import main
 from aiayn.data.wordpiece import SPECIAL_TOKENS, WordPieceTokenizer
+from aiayn.tasks.mlm import mask_tokens, pack_blocks, train_mlm
 from aiayn.training.schedules import warmup_cosine, warmup_cosine_schedule
 
 # Tiny models gain nothing from a second thread, and on a busy machine they lose a lot.

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from aiayn import translation
 from aiayn.cli import main
 from aiayn.data.corpus import write_parallel_tsv
 from aiayn.data.vocab import learn_vocabulary, rare_fraction, shares_alphabet
 from aiayn.modeldir import load_model_dir
+from aiayn.tasks import translation
+from aiayn.tasks.translation import Translator, plan_translation, train_translation
 from aiayn.training.average import average_model_dirs
 from aiayn.training.budget import Budget, linear_cost
 from aiayn.training.checkpoint import WEIGHTS_FILE, save_weights
 from aiayn.training.schedules import BudgetSchedule
-from aiayn.translation import Translator, plan_translation, train_translation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

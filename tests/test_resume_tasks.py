@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from aiayn.apps.lm import train_lm
-from aiayn.apps.mlm import train_mlm
-from aiayn.apps.vision import train_vit
 from aiayn.data.corpus import write_parallel_tsv
-from aiayn.translation import train_translation
+from aiayn.tasks.lm import train_lm
+from aiayn.tasks.mlm import train_mlm
+from aiayn.tasks.translation import train_translation
+from aiayn.tasks.vision import train_vit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

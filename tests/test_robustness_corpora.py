@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from benchmarks.robustness_corpora import CORPORA, split_by_key
+
+from aiayn.bench.robustness_corpora import CORPORA, split_by_key
 
 
 @pytest.mark.parametrize("name", sorted(CORPORA))

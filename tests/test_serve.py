@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from aiayn.apps.serve import ServeLimits, make_server
 from aiayn.cli import build_parser
+from aiayn.cli.serve import ServeLimits, make_server
 from aiayn.errors import AiaynError
 from aiayn.modeldir import load_model_dir
-from aiayn.translation import Translator
+from aiayn.tasks.translation import Translator
 from tiny_translation import tiny_lm_model_dir, tiny_translation_model_dir
 
 LIMITS = ServeLimits(max_body_bytes=4096, max_chars=100, max_tokens=20, max_output_tokens=6)
@@ -244,7 +244,7 @@ def test_kept_alive_connection_serves_several_requests(server):
 
 
 def test_language_model_generation_and_self_attention():
-    lm_app = pytest.importorskip("aiayn.apps.lm")
+    lm_app = pytest.importorskip("aiayn.tasks.lm")
     from aiayn.viz import lm_attention_maps
 
     limits = ServeLimits(max_chars=100, max_tokens=20, max_output_tokens=8)

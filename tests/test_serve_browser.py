@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aiayn.apps.serve import ServeLimits, make_server
+from aiayn.cli.serve import ServeLimits, make_server
 from aiayn.modeldir import load_model_dir
 from tiny_translation import tiny_translation_model_dir
 

@@ -12,7 +12,7 @@ import pytest
 
 from aiayn.cli import main
 from aiayn.data.corpus import write_parallel_tsv
-from aiayn.translation import Translator, load_pairs, train_translation
+from aiayn.tasks.translation import Translator, load_pairs, train_translation
 
 PHRASES = [
     ("我是学生", "I am a student"),

@@ -14,7 +14,7 @@ from aiayn.data.tokenizers import BPETokenizer
 from aiayn.errors import CheckpointError
 from aiayn.modeldir import load_model_dir, save_model_dir
 from aiayn.models.vit import ViT, ViTConfig
-from aiayn.translation import Translator
+from aiayn.tasks.translation import Translator
 from tiny_translation import tiny_translation_model_dir
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from aiayn.apps.vision import evaluate_classifier, train_vit
 from aiayn.cli import main
 from aiayn.data.images import (
     list_image_folder,
@@ -23,6 +22,7 @@ from aiayn.errors import ConfigError, DataError
 from aiayn.interop.vit import convert_state_dict, from_hf
 from aiayn.modeldir import load_model_dir, save_model_dir
 from aiayn.models.vit import ViT, ViTConfig, resize_position_grid
+from aiayn.tasks.vision import evaluate_classifier, train_vit
 from reference import randomize_
 
 transformers = pytest.importorskip("transformers")

@@ -15,7 +15,7 @@ from aiayn import viz
 from aiayn.cli import main
 from aiayn.errors import AiaynError, DataError
 from aiayn.positional import sinusoidal_table
-from aiayn.translation import Translator
+from aiayn.tasks.translation import Translator
 from tiny_translation import tiny_lm_model_dir, tiny_translation_model_dir
 
 SRC, TGT = "我是一个学生", "I am a student"
@@ -135,10 +135,9 @@ def test_language_model_self_attention():
     tokenizer = load_tokenizer(loaded.tokenizer_path("text"))
     model, text = loaded.model, "the cat sat"
     ids = torch.tensor([tokenizer.encode(text)])
-    # The maps come from the model's own forward pass: its embedding, then its decoder stack.
-    with torch.no_grad():
-        hidden, _, _ = model.decoder(viz._lm_embed(model, ids))
-        torch.testing.assert_close(model.lm_head(hidden), model(ids))
+    # The maps come from the model itself (GPT.attention_maps), one per layer.
+    maps = model.attention_maps(ids)
+    assert [tuple(m.shape) for m in maps] == [(1, 2, len(text), len(text))] * 2
     for layer in (0, 1):
         view = viz.lm_attention(model, tokenizer, text, layer)
         assert view.kind == "self" and view.weights.shape == (2, len(text), len(text))
@@ -315,7 +314,7 @@ def test_cli_attention(tmp_path, capsys):
 
 
 def test_cli_attention_language_model(tmp_path, capsys):
-    pytest.importorskip("aiayn.apps.lm")
+    pytest.importorskip("aiayn.tasks.lm")
     out = tmp_path / "lm.png"
     args = ["attention", "--model", str(tiny_lm_model_dir()), "the cat", "--out", str(out)]
     assert main([*args, "--head", "-1", "--layer", "0"]) == 0

@@ -22,8 +22,8 @@ import torch
 from aiayn.data.tokenizers import EOS_ID, BPETokenizer, CharTokenizer
 from aiayn.modeldir import save_model_dir
 from aiayn.models.seq2seq import PRESETS, Transformer
+from aiayn.tasks.translation import TranslationTask
 from aiayn.training.checkpoint import WEIGHTS_FILE, save_weights
-from aiayn.translation import TranslationTask
 
 PAIRS = [
     ("我是一个学生", "I am a student"),

@@ -35,7 +35,7 @@ from .errors import AiaynError, DataError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .translation import Translator
+    from .tasks.translation import Translator
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ _KIND_TITLES = {
     "encoder": "encoder self-attention",
     "decoder": "decoder self-attention (causal)",
     "self": "self-attention (causal)",
+    "patches": "self-attention over the image patches",
 }
 
 #: CJK fonts that install from PyPI, in order of preference: (module, the family aiayn draws with).
@@ -446,7 +447,7 @@ def translation_attention(
     ``<bos>`` is the query that chose the first output word.
 
     Args:
-        translator: a loaded :class:`~aiayn.translation.Translator`.
+        translator: a loaded :class:`~aiayn.tasks.translation.Translator`.
         src_text: the source sentence.
         tgt_text: its translation (usually the model's own output).
         kind: ``cross``, ``encoder`` (self-attention) or ``decoder`` (causal self-attention).
@@ -504,7 +505,7 @@ def plot_translation_attention(
     """Draw a translation model's attention for ``src -> tgt`` and write it to ``path``.
 
     Args:
-        translator: a loaded :class:`~aiayn.translation.Translator`.
+        translator: a loaded :class:`~aiayn.tasks.translation.Translator`.
         src_text: the source sentence.
         tgt_text: its translation.
         path: the picture file (``.png``; ``.svg``/``.pdf`` work too).
@@ -525,20 +526,7 @@ def lm_attention_maps(model: Any, ids: Sequence[int]) -> list[Any]:
     import torch
 
     device = next(model.parameters()).device
-    x = torch.tensor([list(ids)], device=device)  # (1, T)
-    if hasattr(model, "attention_maps"):  # a model that offers its maps itself
-        return model.attention_maps(x)
-    with torch.inference_mode():
-        _, weights, _ = model.decoder(_lm_embed(model, x), need_weights=True)
-    return weights
-
-
-def _lm_embed(model: Any, x: Any) -> Any:
-    """GPT.forward's input to the decoder stack: token + position embeddings (1, T) -> (1, T, D)."""
-    import torch
-
-    positions = torch.arange(x.shape[1], device=x.device)  # (T,)
-    return model.dropout(model.tok_emb(x) + model.pos_emb(positions))
+    return model.attention_maps(torch.tensor([list(ids)], device=device))
 
 
 def lm_attention(model: Any, tokenizer: Any, text: str, layer: int = -1) -> AttentionView:
@@ -561,12 +549,59 @@ def lm_attention(model: Any, tokenizer: Any, text: str, layer: int = -1) -> Atte
             f"the text has {len(ids)} tokens; the model reads at most {model.config.max_len}"
         )
     maps = lm_attention_maps(model, ids)
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    return _self_attention_view("self", maps, layer, tokens, [*tokens[1:], "…"])
+
+
+def _self_attention_view(
+    kind: str, maps: Sequence[Any], layer: int, tokens: list[str], next_tokens: list[str] | None
+) -> AttentionView:
+    """The view of one layer of per-layer ``(1, H, T, T)`` self-attention maps."""
     n = len(maps)
     if not -n <= layer < n:
         raise AiaynError(f"layer {layer} does not exist: the model has {n} layers (0..{n - 1})")
-    tokens = [tokenizer.id_to_token(i) for i in ids]
     weights = _as_numpy(maps[layer][0])  # (H, T, T)
-    return AttentionView("self", layer % n, n, weights, tokens, tokens, [*tokens[1:], "…"])
+    return AttentionView(kind, layer % n, n, weights, tokens, tokens, next_tokens)
+
+
+def bert_attention(model: Any, tokenizer: Any, text: str, layer: int = -1) -> AttentionView:
+    """One layer's (bidirectional) self-attention of a BERT encoder over ``text``, ``[CLS]`` and
+    ``[SEP]`` included.
+
+    Args:
+        model: a :class:`~aiayn.models.bert.BertModel` (a ``BertForMaskedLM`` is unwrapped).
+        tokenizer: its WordPiece tokenizer.
+        text: the sentence (cut at the model's ``max_len`` tokens).
+        layer: layer index; negative counts from the last.
+    """
+    import torch
+
+    encoder = getattr(model, "bert", model)
+    ids = tokenizer.encode(text)[: encoder.config.max_len]
+    device = next(encoder.parameters()).device
+    with torch.inference_mode():
+        maps = encoder.attention_maps(torch.tensor([ids], device=device))
+    tokens = [tokenizer.id_to_token(i) for i in ids]
+    return _self_attention_view("encoder", maps, layer, tokens, None)
+
+
+def vit_attention(model: Any, image: Any, layer: int = -1) -> AttentionView:
+    """One layer's self-attention of a Vision Transformer over one image: ``[CLS]`` and the patches,
+    named by row and column (``r0c0`` is the top-left patch).
+
+    Args:
+        model: a :class:`~aiayn.models.vit.ViT`.
+        image: ``(C, S, S)``, normalised as the model was trained.
+        layer: layer index; negative counts from the last.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        maps = model.attention_maps(image.unsqueeze(0).to(device))
+    side = model.config.image_size // model.config.patch_size
+    tokens = ["[CLS]"] + [f"r{r}c{c}" for r in range(side) for c in range(side)]
+    return _self_attention_view("patches", maps, layer, tokens, None)
 
 
 # ---- positions -------------------------------------------------------------------------------------

@@ -241,6 +241,15 @@ class GPT(nn.Module):
             x = x[:, -1:]  # (B, 1, D)
         return self.lm_head(x)  # (B, T, V)
 
+    @torch.inference_mode()
+    def attention_maps(self, ids: Tensor) -> list[Tensor]:
+        """Causal self-attention weights of every layer over ``ids (B, T)`` (no padding, no
+        cache), each ``(B, H, T, T)`` (takes the reference path, which returns weights)."""
+        positions = torch.arange(ids.shape[1], device=ids.device)  # (T,)
+        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, D)
+        _, weights, _ = self.decoder(x, need_weights=True)
+        return weights
+
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Distinct parameters (a tied matrix counts once); ``non_embedding`` leaves out positions.
 

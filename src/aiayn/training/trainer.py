@@ -108,6 +108,8 @@ class TrainConfig:
             average as the model when it validates better than the last weights (0 = off).
         started_at: ``time.monotonic()`` when the run began (planning included): ``elapsed_s`` in
             the metrics and the time budget count from there (default: when training starts).
+        dtype: ``float32``, or ``bfloat16`` to run the task's loss and evaluation under autocast
+            (the weights and the optimizer stay float32).
     """
 
     max_steps: int | None = 1000
@@ -125,11 +127,25 @@ class TrainConfig:
     fsdp: bool = False
     average_last: int = 0
     started_at: float | None = None
+    dtype: str = "float32"
 
 
 #: The last fraction of the budget over which :attr:`TrainConfig.average_last` snapshots are taken
 #: (the paper averaged the last 5 checkpoints, 10 minutes apart, of a 12-hour run: the last 7%).
 AVERAGE_SPAN = 0.1
+
+
+DTYPES = ("float32", "bfloat16")
+
+
+def autocast(model: nn.Module, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on the model's device for ``dtype="bfloat16"``; nothing for float32."""
+    if dtype not in DTYPES:
+        raise AiaynError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class _Stop(Exception):
@@ -452,7 +468,8 @@ class Trainer:
         if not self.dist.is_main:
             return
         model.eval()
-        metrics = self.task.evaluate(model)
+        with autocast(model, self.config.dtype):
+            metrics = self.task.evaluate(model)
         model.train()
         record.update(metrics)
         value = metrics[self.task.best_metric]
@@ -501,7 +518,8 @@ class Trainer:
             elif self.dist.enabled and not last:
                 sync = self.train_model.no_sync()  # all-reduce once, after the last micro-batch
             with sync:
-                loss, tokens = self.task.loss(self.train_model, batch, self.step)
+                with autocast(self.model, self.config.dtype):  # the forward pass; backward follows it
+                    loss, tokens = self.task.loss(self.train_model, batch, self.step)
                 factor = scale if scale is not None else 1.0 / max(tokens, 1) / len(micro)
                 (loss * factor).backward()
             step_loss += float(loss.detach())

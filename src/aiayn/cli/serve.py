@@ -115,7 +115,7 @@ class TranslationBackend:
     endpoint = "/api/translate"
 
     def __init__(self, loaded: Any, limits: ServeLimits, beam: int = 4) -> None:
-        from ..translation import Translator
+        from ..tasks.translation import Translator
 
         self.translator = Translator(loaded)
         self.limits = limits
@@ -209,7 +209,7 @@ class GenerationBackend:
     def __init__(
         self, loaded: Any, limits: ServeLimits, beam: int = 4, temperature: float = 0.8
     ) -> None:
-        from .lm import LanguageModel
+        from ..tasks.lm import LanguageModel
 
         self.lm = LanguageModel(loaded)
         self.limits = limits

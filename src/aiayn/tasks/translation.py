@@ -18,24 +18,22 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from torch import nn
 
-from . import config as cfg
-from .data.batching import Seq2SeqBatch, TokenBatchSampler, collate_seq2seq
-from .data.tokenizers import BPETokenizer, Tokenizer, load_tokenizer
-from .decoding import beam_search, greedy_search
-from .errors import AiaynError
-from .metrics import corpus_bleu_chrf
-from .modeldir import LoadedModel, load_model_dir, write_model_info
-from .models.seq2seq import Transformer, TransformerConfig
-from .training import distributed
-from .training.allocator import keep_freed_memory
-from .training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
-from .training.checkpoint import find_checkpoint
-from .training.losses import label_smoothed_cross_entropy
-from .training.optim import paper_adam
-from .training.rundir import claim_out_dir
-from .training.scheduled_sampling import ScheduledSampling, seq2seq_loss
-from .training.schedules import BudgetSchedule, NoamSchedule
-from .training.trainer import TrainConfig, Trainer, seed_everything
+from .. import config as cfg
+from ..data.batching import Seq2SeqBatch, TokenBatchSampler, collate_seq2seq
+from ..data.tokenizers import BPETokenizer, Tokenizer, load_tokenizer
+from ..decoding import beam_search, greedy_search
+from ..errors import AiaynError
+from ..metrics import corpus_bleu_chrf
+from ..modeldir import LoadedModel, load_model_dir, write_model_info
+from ..models.seq2seq import Transformer, TransformerConfig
+from ..training import distributed
+from ..training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
+from ..training.losses import label_smoothed_cross_entropy
+from ..training.optim import paper_adam
+from ..training.run import prepare_run, resolve_dtype
+from ..training.scheduled_sampling import ScheduledSampling, seq2seq_loss
+from ..training.schedules import BudgetSchedule, NoamSchedule
+from ..training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +44,11 @@ TARGET_TOKENIZER = "target_tokenizer.json"
 def load_pairs(spec: str, split: str = "train", swap: bool = False) -> list[tuple[str, str]]:
     """Sentence pairs from ``builtin:NAME`` (a split of a built-in corpus) or a TSV file."""
     if spec.startswith("builtin:"):
-        from .data.builtin import load_builtin_corpus
+        from ..data.builtin import load_builtin_corpus
 
         pairs = load_builtin_corpus(spec.split(":", 1)[1], split)
     else:
-        from .data.corpus import read_parallel_tsv
+        from ..data.corpus import read_parallel_tsv
 
         pairs = read_parallel_tsv(spec)
     return [(t, s) for s, t in pairs] if swap else list(pairs)
@@ -83,8 +81,6 @@ BATCH_CHOICES = (512, 1024, 2048, 4096, 8192, 16384)
 #: ... and should pass over its corpus at least this many times; a larger model is chosen only
 #: when it can do both in the budget.
 MIN_EPOCHS = 10
-#: Dropout when the plan passes over the corpus MIN_EPOCHS times or more (0.1 otherwise).
-DROPOUT_MANY_EPOCHS = 0.2
 #: Validations (BLEU on the validation set) per run: each costs decoding time out of the budget.
 EVALS_PER_RUN = 5
 #: Snapshots of the weights averaged at the end of a run (the paper averaged the last 5).
@@ -259,11 +255,11 @@ def plan_translation(
                 best = (name, model, choice.size)
             if not fits:
                 break  # larger models are slower still
+        # Dropout stays the presets' 0.1 (the paper's). More dropout for many passes over a small
+        # corpus (Sennrich & Zhang 2019) is for runs trained to convergence; a budget of CPU minutes
+        # leaves the model underfitted, and 0.2 then costs dearly (measured, Bible fr-en, 8 minutes,
+        # same plan otherwise: BLEU 14.9 at 0.1, 7.8 at 0.2).
         name, model, chosen = best
-        if preset is None and not any(o.startswith("dropout=") for o in overrides or ()):
-            # Many passes over a small corpus memorise it: more dropout (Sennrich & Zhang 2019).
-            epochs = measured[name]["epochs"]
-            model = replace(model, dropout=DROPOUT_MANY_EPOCHS if epochs >= MIN_EPOCHS else 0.1)
     warmup_steps = 4000  # the paper's; a short budget warms up over a fraction of it instead
     if budget.max_steps is not None:
         warmup_steps = max(50, min(warmup_steps, budget.max_steps // 10))
@@ -428,7 +424,7 @@ def learn_tokenizers(
 ) -> tuple[Tokenizer, Tokenizer]:
     """Source and target tokenizers from the training pairs (the same one when ``joint``), learned
     on rank 0 and handed, identical, to every rank. Sizes follow :mod:`aiayn.data.vocab`'s rule."""
-    from .data.vocab import learn_vocabulary
+    from ..data.vocab import learn_vocabulary
 
     texts = None
     if dist.is_main:
@@ -492,9 +488,10 @@ def train_translation(
     progress: bool = True,
     eval_every: int | None = None,
     log_every: int | None = None,
-    accumulate: int = 1,
-    clip_norm: float = 1.0,
+    accumulate: int | None = None,
+    clip_norm: float | None = None,
     compile: bool = False,
+    dtype: str = "auto",
     fsdp: bool = False,
     scheduled_sampling: str | ScheduledSampling | None = None,
     guided_attention: float = 0.0,
@@ -511,19 +508,16 @@ def train_translation(
     weight of the guided-attention penalty (0 = off). ``vocab_size`` fixes the vocabulary size
     (default: the frequency rule of :mod:`aiayn.data.vocab`); ``joint_vocab`` forces one shared
     vocabulary or two (default: shared when the two sides write the same characters).
+    ``accumulate`` (default 1) and ``clip_norm`` (default 1.0; 0 = off) are the loop's; ``dtype`` is
+    ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``.
     """
-    from .data.vocab import shares_alphabet
+    from ..data.vocab import shares_alphabet
 
-    started = time.monotonic()
-    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     if isinstance(scheduled_sampling, str):
         scheduled_sampling = ScheduledSampling(scheduled_sampling)
-    out_dir = Path(out_dir)
-    dist = distributed.setup(torch.device(device))
-    # Before anything is written: refuse a foreign folder or a second writer.
-    claim_out_dir(out_dir, overwrite, lock=dist.is_main)
-    device = distributed.device_for(dist, torch.device(device))
-    seed_everything(seed)
+    start = prepare_run(out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite)
+    started, out_dir, device = start.started, start.out_dir, start.device
+    dist, found = start.dist, start.found
     train_pairs = load_pairs(train_spec, "train", swap)
     if valid_spec is not None:
         valid_pairs = load_pairs(valid_spec, "valid", swap)
@@ -533,9 +527,6 @@ def train_translation(
         train_pairs, valid_pairs = split_off_validation(train_pairs, seed=seed)
 
     budget = Budget.from_args(max_steps, max_minutes)
-    found = find_checkpoint(out_dir / "last") if resume else None
-    if resume and found is None:
-        log.info("no saved state in %s: starting fresh", out_dir)
     if found is not None:
         saved = load_model_dir(found, device, expect="transformer")
         src_tok, tgt_tok = load_translation_tokenizers(saved)
@@ -616,9 +607,10 @@ def train_translation(
             log_every=log_every or 50,
             seed=seed,
             progress=progress,
-            accumulate=accumulate,
-            clip_norm=clip_norm,
+            accumulate=accumulate or 1,
+            clip_norm=1.0 if clip_norm is None else clip_norm,
             compile=compile,
+            dtype=resolve_dtype(dtype, device),
             fsdp=fsdp,
             average_last=average_last,
             started_at=started,

@@ -16,17 +16,22 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     from ..modeldir import load_model_dir
 
     if not args.text.strip():
-        raise AiaynError("TEXT is empty: give the sentence whose attention to draw")
-    loaded = load_model_dir(args.model, resolve_device(args.device))
-    if loaded.kind == "transformer":
-        view, output = _translation_view(loaded, args)
-    elif loaded.kind == "gpt":
-        view, output = _lm_view(loaded, args)
+        raise AiaynError("TEXT is empty: give the sentence (or image) whose attention to draw")
+    device = resolve_device(args.device)
+    if args.model.startswith("builtin:") or _is_hf_folder(args.model):
+        view, output = _bert_view(args, device)  # builtin:minilm or a Hugging Face BERT folder
     else:
-        raise AiaynError(
-            f"{args.model}: `aiayn attention` draws translation (transformer) and language (gpt) "
-            f"models; this is a {loaded.kind} model"
-        )
+        loaded = load_model_dir(args.model, device)
+        if loaded.kind == "transformer":
+            view, output = _translation_view(loaded, args)
+        elif loaded.kind == "gpt":
+            view, output = _lm_view(loaded, args)
+        elif loaded.kind == "bert":
+            view, output = _bert_view(args, device)
+        elif loaded.kind == "vit":
+            view, output = _vit_view(loaded, args)
+        else:
+            raise AiaynError(f"{args.model}: `aiayn attention` cannot draw a {loaded.kind} model")
     from ..viz import plot_attention_view
 
     plot_attention_view(view, args.out, args.head)
@@ -45,7 +50,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
 
 
 def _translation_view(loaded, args: argparse.Namespace):
-    from ..translation import Translator
+    from ..tasks.translation import Translator
     from ..viz import translation_attention
 
     kind = args.kind or "cross"
@@ -71,6 +76,45 @@ def _lm_view(loaded, args: argparse.Namespace):
         raise AiaynError("--target is for translation models")
     tokenizer = loaded.tokenizer("text", load_tokenizer)
     return lm_attention(loaded.model, tokenizer, args.text, args.layer), {}
+
+
+def _is_hf_folder(spec: str) -> bool:
+    """A Hugging Face model folder (its config.json names a ``model_type``), not an aiayn one."""
+    config = Path(spec) / "config.json"
+    try:
+        return config.is_file() and "model_type" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+def _self_only(args: argparse.Namespace, what: str) -> None:
+    if args.kind not in (None, "self", "encoder"):
+        raise AiaynError(f"--kind {args.kind}: {what} has only self-attention (self)")
+    if args.target is not None:
+        raise AiaynError("--target is for translation models")
+
+
+def _bert_view(args: argparse.Namespace, device):
+    from ..tasks.mlm import SentenceEncoder
+    from ..viz import bert_attention
+
+    _self_only(args, "a BERT")
+    encoder = SentenceEncoder.load(args.model, device)
+    return bert_attention(encoder.model, encoder.tokenizer, args.text, args.layer), {}
+
+
+def _vit_view(loaded, args: argparse.Namespace):
+    from ..data.images import load_image
+    from ..tasks.vision import ImageClassifier
+    from ..viz import vit_attention
+
+    _self_only(args, "a ViT")
+    classifier = ImageClassifier(loaded)
+    image = load_image(args.text, classifier.size, classifier.channels)  # TEXT is the image file
+    probabilities = classifier.predict(image.unsqueeze(0))[0]
+    label = classifier.classes[int(probabilities.argmax())]
+    view = vit_attention(loaded.model, classifier.normalize(image.unsqueeze(0))[0], args.layer)
+    return view, {"image": args.text, "label": label}
 
 
 def _cmd_plot_positions(args: argparse.Namespace) -> int:
@@ -101,18 +145,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "attention",
         help="draw a model's attention as heatmaps (tokens on the axes)",
         description="Translation models: translate TEXT, then draw the attention of the "
-        "teacher-forced pass TEXT -> translation. Language models (GPT): draw the self-attention "
-        "over TEXT. All heads of a layer as a grid, or one head with its values.",
+        "teacher-forced pass TEXT -> translation. Language models (GPT): the causal self-attention "
+        "over TEXT. BERT (an aiayn BERT, a Hugging Face BERT folder or builtin:minilm): the "
+        "self-attention over TEXT's WordPiece tokens. ViT: TEXT is an image file, drawn as the "
+        "self-attention over [CLS] and its patches. All heads of a layer as a grid, or one head "
+        "with its values.",
     )
     p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("text", metavar="TEXT", help="the source sentence (or text, for a GPT)")
+    p.add_argument(
+        "text", metavar="TEXT", help="the source sentence (a text for GPT/BERT, an image for a ViT)"
+    )
     p.add_argument(
         "--out", required=True, type=Path, help="picture file (.png; .svg/.pdf work too)"
     )
     p.add_argument(
         "--kind",
         choices=(*TRANSLATION_KINDS, "self"),
-        help="which attention: cross (default), encoder or decoder; self for a GPT",
+        help="which attention: cross (default), encoder or decoder; self for GPT, BERT and ViT",
     )
     p.add_argument("--layer", type=int, default=-1, help="layer, 0-based; -1 = last (default)")
     p.add_argument("--head", type=int, help="one head, 0-based (default: all heads as a grid)")

@@ -1,12 +1,12 @@
 """Robustness suite: aiayn's defaults vs a plain ``nn.Transformer`` recipe on corpora of many shapes.
 
-For each corpus of :mod:`benchmarks.robustness_corpora` both systems get the same wall-clock training
+For each corpus of :mod:`aiayn.bench.robustness_corpora` both systems get the same wall-clock training
 budget, one after the other, each in a fresh process, on an otherwise idle machine:
 
 * aiayn exactly as a user runs it: ``aiayn train translate --train T --valid V --out DIR
   --max-minutes M`` (no preset, no option), then ``aiayn translate --model DIR`` (its default beam)
   on the test sources;
-* the plain recipe of :mod:`benchmarks.plain_recipe` (joint byte-level BPE of 1,000 pieces, 3+3 × 512,
+* the plain recipe of :mod:`aiayn.bench.plain_recipe` (joint byte-level BPE of 1,000 pieces, 3+3 × 512,
   Adam at a fixed 1e-4, batches of 128 pairs, greedy decoding).
 
 Both are scored on the test split (sources never seen in training) with exact match (whitespace
@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import ROOT, machine_line, write_section
-from benchmarks.robustness_corpora import CORPORA, Corpus
+from .harness import ROOT, machine_line, write_section
+from .robustness_corpora import CORPORA, Corpus
 
 RESULTS = ROOT / "runs" / "bench" / "robustness"
 SYSTEMS = ("aiayn", "plain")
@@ -139,7 +139,7 @@ def run_one(name: str, system: str, minutes: float | None, results: Path) -> dic
     if system == "aiayn":
         result = run_aiayn(paths, minutes, sources)
     else:
-        from benchmarks.plain_recipe import train_and_translate
+        from .plain_recipe import train_and_translate
 
         result = train_and_translate(read_tsv(paths["train"]), sources, minutes)
     hyps = result.pop("hypotheses")
@@ -168,7 +168,7 @@ def table(results: Path) -> str:
         "Each corpus is split so that no test source is seen in training; both systems get the same "
         "wall-clock training budget, one after the other, each in its own process, on an otherwise "
         "idle machine. aiayn: `aiayn train translate --train T --valid V --max-minutes M` and "
-        "`aiayn translate` with no other option. Plain recipe: `benchmarks/plain_recipe.py` "
+        "`aiayn translate` with no other option. Plain recipe: `aiayn/bench/plain_recipe.py` "
         "(joint byte-level BPE 1000, `nn.Transformer` 3+3 × 512, Adam 1e-4 fixed, 128 pairs a batch, "
         "greedy). The scored metric is in bold.",
         "",
@@ -257,7 +257,7 @@ def main(argv=None) -> None:
                 command = [
                     sys.executable,
                     "-m",
-                    "benchmarks.bench_robustness",
+                    "aiayn.bench.bench_robustness",
                     "--run",
                     name,
                     system,

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from benchmarks.harness import machine_line, matmul_peak_flops, write_section
+from .harness import machine_line, matmul_peak_flops, write_section
 
 
 def main(argv=None) -> float:

@@ -12,7 +12,6 @@ from pathlib import Path
 from ..errors import AiaynError
 from .commands import (
     add_device,
-    add_overwrite,
     add_seed,
     beam_size,
     positive_float,
@@ -20,7 +19,7 @@ from .commands import (
     read_stdin_lines,
     resolve_device,
 )
-from .train_group import train_subparsers
+from .train_group import add_run_flags, run_kwargs, train_subparsers
 
 log = logging.getLogger("aiayn")
 
@@ -33,33 +32,21 @@ NOTES_SENTENCES = ("我是一个学生", "我爱中国")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..translation import train_translation
+    from ..tasks.translation import train_translation
 
     summary = train_translation(
         args.train,
         args.out,
         valid_spec=args.valid,
         preset=args.preset,
-        overrides=args.set,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
         batch_tokens=args.batch_tokens,
         swap=args.swap,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        device=resolve_device(args.device),
-        progress=not args.no_progress,
-        accumulate=args.accumulate,
-        clip_norm=args.clip_norm,
         scheduled_sampling=args.scheduled_sampling,
         guided_attention=args.guided_attention,
-        eval_every=args.eval_every,
-        log_every=args.log_every,
-        compile=args.compile,
         fsdp=args.fsdp,
         vocab_size=args.vocab_size,
         joint_vocab=args.joint_vocab,
+        **run_kwargs(args),
     )
     print(json.dumps(summary))
     return 0
@@ -70,7 +57,7 @@ def _read_inputs(texts: list[str]) -> list[str]:
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
-    from ..translation import Translator
+    from ..tasks.translation import Translator
 
     translator = Translator.load(args.model, resolve_device(args.device))
     texts = _read_inputs(args.text)
@@ -93,17 +80,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     kind = read_config(args.model)["kind"]
     if kind == "transformer":
-        from ..translation import evaluate_translation
+        from ..tasks.translation import evaluate_translation
 
         result = evaluate_translation(
             args.model, args.test, beam=args.beam, swap=args.swap, device=device
         )
     elif kind == "gpt":
-        from .lm import evaluate_lm
+        from ..tasks.lm import evaluate_lm
 
         result = evaluate_lm(args.model, args.test, device)
     elif kind == "vit":
-        from .vision import evaluate_classifier
+        from ..tasks.vision import evaluate_classifier
 
         result = evaluate_classifier(args.model, args.test, device)
     else:
@@ -114,7 +101,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def run_demo(out: Path, device: str = "auto", minutes: float = 4.0, seed: int = 0) -> dict:
     """Train the built-in Chinese→English model, evaluate it, translate the notes' sentences."""
-    from ..translation import Translator, evaluate_translation, train_translation
+    from ..tasks.translation import Translator, evaluate_translation, train_translation
 
     out = Path(out)
     model_dir = out / "model"
@@ -174,14 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "translate", help="train an encoder-decoder Transformer on a parallel corpus"
     )
     p.add_argument("--train", required=True, help="TSV file or builtin:NAME (zh-en, copy, reverse)")
-    p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--valid", help="validation TSV (default: held out from --train)")
     p.add_argument(
         "--preset", help="model preset (default: chosen by measuring candidate models' speed)"
     )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
-    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
     p.add_argument(
         "--batch-tokens", type=positive_int, help="tokens per batch (default: measured and planned)"
     )
@@ -195,15 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="one vocabulary and embedding for both sides (default: when they share an alphabet)",
     )
-    p.add_argument("--accumulate", type=positive_int, default=1, help="micro-batches per step")
-    p.add_argument("--eval-every", type=positive_int, help="steps between validations/checkpoints")
-    p.add_argument("--log-every", type=positive_int, help="steps between metrics.jsonl lines")
-    p.add_argument("--clip-norm", type=float, default=1.0, help="gradient clipping (0 = off)")
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
-    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
-    add_overwrite(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--compile", action="store_true", help="train through torch.compile")
     p.add_argument(
         "--fsdp",
         action="store_true",
@@ -223,8 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="weight of the guided-attention loss for monotonic tasks (default 0 = off)",
     )
-    add_seed(p)
-    add_device(p)
+    add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("translate", help="translate TEXT arguments or stdin lines")

@@ -1,4 +1,5 @@
-"""Language modelling end to end: ``aiayn train lm``, ``aiayn generate``, and ``evaluate_lm``.
+"""Language modelling as a library: ``LMTask``, its plan, ``train_lm``, ``LanguageModel``,
+``evaluate_lm`` (the commands ``aiayn train lm`` and ``aiayn generate`` are :mod:`aiayn.cli.lm`).
 
 Shapes: B batch, T context, V vocabulary.
 
@@ -14,11 +15,8 @@ up: in a fixed time budget the last, low-learning-rate steps are worth the most.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import logging
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +30,6 @@ from torch import Tensor, nn
 
 from .. import config as cfg
 from ..data.lm_data import (
-    TOKENIZER_KINDS,
     TokenWindows,
     encode_text,
     eval_windows,
@@ -47,24 +44,11 @@ from ..metrics import perplexity
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.gpt import GPT, GPTConfig
 from ..training import distributed
-from ..training.allocator import keep_freed_memory
 from ..training.budget import Budget
-from ..training.checkpoint import find_checkpoint
 from ..training.optim import adamw
-from ..training.rundir import claim_out_dir
+from ..training.run import prepare_run, resolve_dtype
 from ..training.schedules import warmup_cosine_schedule
-from ..training.trainer import TrainConfig, Trainer, seed_everything
-from .commands import (
-    add_device,
-    add_overwrite,
-    add_seed,
-    positive_float,
-    positive_int,
-    resolve_device,
-    sampling_temperature,
-    top_p_mass,
-)
-from .train_group import train_subparsers
+from ..training.trainer import TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +178,10 @@ class LMTask:
         return batch.shape[0] * (batch.shape[1] - 1)
 
     def loss(self, model: nn.Module, batch: Tensor, step: int) -> tuple[Tensor, int]:
-        with _autocast(self.device):
-            return window_loss(model, batch)
+        return window_loss(model, batch)  # under the trainer's autocast (--dtype)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        with _autocast(self.device):
-            total, count = text_loss(model, self.valid_tokens, self.context, self.eval_tokens)
+        total, count = text_loss(model, self.valid_tokens, self.context, self.eval_tokens)
         self.evaluations += 1
         if self.sample_tokens > 0:
             self.last_sample = sample_text(model, self.tokenizer, "\n", self.sample_tokens)
@@ -217,13 +199,6 @@ class LMTask:
             **self.info,
         )
         self.tokenizer.save(directory, TOKENIZER_FILE.removesuffix(".json"))
-
-
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (DESIGN.md); nothing on the CPU, where bf16 matmuls are slower."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 # ---- planning --------------------------------------------------------------------------------------
@@ -287,6 +262,20 @@ class LMPlan:
         return cls(context=config.max_len, lr=lr)
 
 
+def _calibration_batches(windows: TokenWindows) -> Iterator[Tensor]:
+    """Batches of epochs training never reaches, one epoch after another (a short text has fewer
+    windows than the calibration's steps times ``--accumulate``)."""
+    epoch = 10**6
+    while True:
+        produced = False
+        for batch in windows.batches(epoch):
+            produced = True
+            yield batch
+        if not produced:
+            raise AiaynError("the text gives no training windows")
+        epoch += 1
+
+
 def _timed_steps(
     model: GPT, windows: TokenWindows, plan: LMPlan, device: torch.device, steps: int = 3
 ) -> float:
@@ -294,7 +283,7 @@ def _timed_steps(
     rng = torch.get_rng_state()
     trial = copy.deepcopy(model).train()
     optimizer = make_optimizer(trial, plan.lr, plan.weight_decay, (plan.beta1, plan.beta2))
-    batches = windows.batches(10**6)  # an epoch training never reaches
+    batches = _calibration_batches(windows)
     times = []
     for i in range(steps + 1):
         start = time.perf_counter()
@@ -367,6 +356,10 @@ def train_lm(
     device: torch.device | str = "cpu",
     progress: bool = True,
     fsdp: bool = False,
+    clip_norm: float | None = None,
+    log_every: int | None = None,
+    compile: bool = False,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Train a GPT on a text into ``out_dir``; returns a summary.
 
@@ -377,22 +370,13 @@ def train_lm(
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
     """
-    started = time.monotonic()
-    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
-    out_dir = Path(out_dir)
-    dist = distributed.setup(torch.device(device))
-    # Before anything is written: refuse a foreign folder or a second writer.
-    claim_out_dir(out_dir, overwrite, lock=dist.is_main)
-    device = distributed.device_for(dist, torch.device(device))
-    seed_everything(seed)
+    start = prepare_run(out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite)
+    started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     train_text, valid_text = load_train_valid(text_spec, valid_spec)
 
     saved_plan: dict[str, Any] | None = None
     saved_training: dict[str, Any] = {}
-    found = find_checkpoint(out_dir / "last") if resume else None
-    resuming = found is not None
-    if resume and not resuming:
-        log.info("no saved state in %s: starting fresh", out_dir)
+    found, resuming = start.found, start.resuming
     if resuming:
         loaded = load_model_dir(found, device, expect="gpt")
         tok = loaded.tokenizer("text", load_tokenizer)
@@ -415,6 +399,7 @@ def train_lm(
             warmup=warmup,
             weight_decay=weight_decay,
             accumulate=accumulate,
+            clip_norm=clip_norm,
             eval_tokens=eval_tokens,
         ).items()
         if v is not None
@@ -490,11 +475,14 @@ def train_lm(
             clip_norm=plan.clip_norm,
             eval_every=plan.eval_every,
             eval_every_seconds=plan.eval_every_seconds,
-            log_every=50 if plan.eval_every is None else max(1, min(50, plan.eval_every // 4)),
+            log_every=log_every
+            or (50 if plan.eval_every is None else max(1, min(50, plan.eval_every // 4))),
             started_at=started,
             seed=seed,
             progress=progress,
             fsdp=fsdp,
+            compile=compile,
+            dtype=resolve_dtype(dtype, device),
         ),
         dist=dist,
     )
@@ -731,125 +719,12 @@ def evaluate_lm(
     return {"loss": loss, "perplexity": perplexity(loss), "tokens": count}
 
 
-# ---- command line ----------------------------------------------------------------------------------
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    summary = train_lm(
-        args.text,
-        args.out,
-        valid_spec=args.valid,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        preset=args.preset,
-        overrides=args.set,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        batch_size=args.batch_size,
-        context=args.context,
-        lr=args.lr,
-        warmup=args.warmup,
-        weight_decay=args.weight_decay,
-        accumulate=args.accumulate,
-        eval_every=args.eval_every,
-        eval_tokens=args.eval_tokens,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        device=resolve_device(args.device),
-        progress=not args.no_progress,
-        fsdp=args.fsdp,
-    )
-    print(json.dumps(summary, ensure_ascii=False))
-    return 0
-
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    lm = LanguageModel.load(args.model, resolve_device(args.device))
-    pieces = lm.stream(
-        args.prompt,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        seed=args.seed,
-        stop=args.stop or (),
-    )
-    for piece in pieces:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()
-    return 0
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``aiayn train lm`` and ``aiayn generate``."""
-    train = train_subparsers(sub)
-    p = train.add_parser("lm", help="train a GPT language model on a text")
-    p.add_argument("--text", required=True, help="UTF-8 file or folder, or builtin:shakespeare")
-    p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--valid", help="validation text (default: held out from --text)")
-    p.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char", help="default: char")
-    p.add_argument("--vocab-size", type=positive_int, help="BPE vocabulary size (default 2048)")
-    p.add_argument("--preset", help="model preset (default char-cpu; see `aiayn info --kind gpt`)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
-    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
-    p.add_argument("--batch-size", type=positive_int, help="windows per micro-batch")
-    p.add_argument("--context", type=positive_int, help="tokens per window (<= the model's)")
-    p.add_argument("--lr", type=positive_float, help="peak learning rate")
-    p.add_argument("--warmup", type=_non_negative_int, help="warm-up steps")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
-    p.add_argument("--accumulate", type=positive_int, help="micro-batches per optimizer step")
-    p.add_argument("--eval-every", type=positive_int, help="steps between evaluations")
-    p.add_argument(
-        "--eval-tokens", type=_non_negative_int, help="validation tokens per evaluation (0 = all)"
-    )
-    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
-    add_overwrite(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--fsdp",
-        action="store_true",
-        help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
-    )
-    add_seed(p)
-    add_device(p)
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("generate", help="continue a prompt with a language model (streams)")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--prompt", default="", help="text to continue (default: a line break)")
-    p.add_argument("--max-new-tokens", type=_non_negative_int, default=200, help="default 200")
-    p.add_argument(
-        "--temperature", type=sampling_temperature, default=0.8, help="0 = greedy (default 0.8)"
-    )
-    p.add_argument("--top-k", type=_non_negative_int, default=0, help="0 = off (default)")
-    p.add_argument("--top-p", type=top_p_mass, default=1.0, help="nucleus mass (1.0 = off)")
-    p.add_argument("--stop", action="append", help="stop before this string (repeatable)")
-    add_seed(p)
-    add_device(p)
-    p.set_defaults(func=_cmd_generate)
-
-
 __all__ = [
     "LMPlan",
     "LMTask",
     "LanguageModel",
     "evaluate_lm",
     "make_optimizer",
-    "register",
     "sample_text",
     "text_loss",
     "train_lm",

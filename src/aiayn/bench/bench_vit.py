@@ -6,7 +6,7 @@ checkpoint. The ViT is what ``aiayn train vit --dataset builtin:digits --max-min
 ``digits`` preset, AdamW, warm-up + cosine decay over the time budget, random affine augmentation).
 The SVC is scikit-learn's default (RBF kernel, ``gamma="scale"``, C=1) on the same [0, 1] pixels.
 
-Run: ``python -m benchmarks.bench_vit [--minutes M] [--no-write]``.
+Run: ``python -m aiayn.bench.bench_vit [--minutes M] [--no-write]``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import machine_line, write_section
+from .harness import machine_line, write_section
 
 
 def run_vit(minutes: float, out: Path, seed: int = 0) -> dict:
-    from aiayn.apps.vision import evaluate_classifier, train_vit
+    from aiayn.tasks.vision import evaluate_classifier, train_vit
 
     start = time.monotonic()
     summary = train_vit("builtin:digits", out, max_minutes=minutes, seed=seed, progress=False)

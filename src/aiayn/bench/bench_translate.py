@@ -23,8 +23,9 @@ from aiayn.decoding import beam_search, greedy_search
 from aiayn.interop.marian import to_hf_marian
 from aiayn.masks import make_causal_mask
 from aiayn.models.seq2seq import Transformer, TransformerConfig
-from aiayn.translation import Translator, load_pairs, train_translation
-from benchmarks.harness import ROOT, compare, machine_line, write_section
+from aiayn.tasks.translation import Translator, load_pairs, train_translation
+
+from .harness import ROOT, compare, machine_line, write_section
 
 MARIAN_SHAPE = [
     "positional=sinusoidal_halves",

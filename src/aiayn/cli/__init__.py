@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .errors import AiaynError
+from ..errors import AiaynError
 
 log = logging.getLogger("aiayn")
 
@@ -28,8 +28,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     """Print a model preset's configuration and parameter count as JSON."""
     import torch
 
-    from . import config as cfg
-    from .models import registry
+    from .. import config as cfg
+    from ..models import registry
 
     kind = args.kind
     registry.model_class(kind)  # registers the kind's presets
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     p.set_defaults(func=_cmd_info)
 
-    from .apps import commands  # each application adds its own sub-commands
+    from . import commands  # each application adds its own sub-commands
 
     for register in commands.registrars():
         register(sub)

@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiayn.translation import load_pairs
+from aiayn.tasks.translation import load_pairs
 
 Pair = tuple[str, str]
 Splits = dict[str, list[Pair]]

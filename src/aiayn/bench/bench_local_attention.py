@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.harness import machine_line, write_section
+from .harness import machine_line, write_section
 
 B, H, DH, WINDOW = 1, 4, 64, 128
 LENGTHS = (1024, 4096, 16384)
@@ -74,7 +74,7 @@ def run(lengths=LENGTHS, window=WINDOW, repeats=3, threads=1) -> list[dict]:
     rows = []
     for T in lengths:
         for kind in ("full", "local"):
-            cmd = [sys.executable, "-m", "benchmarks.bench_local_attention", "--child", kind]
+            cmd = [sys.executable, "-m", "aiayn.bench.bench_local_attention", "--child", kind]
             cmd += [str(T), str(window), str(repeats), str(threads)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))

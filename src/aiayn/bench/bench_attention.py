@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from aiayn.attention import MultiHeadAttention
-from benchmarks.harness import compare, machine_line, write_section
+
+from .harness import compare, machine_line, write_section
 
 
 def _copy(ours: MultiHeadAttention, ref: nn.MultiheadAttention) -> None:

@@ -9,7 +9,7 @@
    (:func:`aiayn.interop.gpt2.to_hf_gpt2`); the tokens are checked to be identical.
 3. Training tokens/s (forward + backward + AdamW) of aiayn's GPT vs ``GPT2LMHeadModel`` with the
    same config and weights, and model-FLOP utilisation: (6·N + 12·layers·d_model·T) FLOPs per token
-   over the measured matmul peak (:func:`benchmarks.harness.matmul_peak_flops`).
+   over the measured matmul peak (:func:`aiayn.bench.harness.matmul_peak_flops`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import benchmarks.harness as harness
 from aiayn import config as cfg
-from aiayn.apps.lm import LanguageModel, LMPlan, evaluate_lm, make_optimizer, train_lm
 from aiayn.decoding import generate
 from aiayn.models.gpt import GPT, GPTConfig
-from benchmarks.harness import compare, machine_line, matmul_peak_flops
+from aiayn.tasks.lm import LanguageModel, LMPlan, evaluate_lm, make_optimizer, train_lm
+
+from . import harness
+from .harness import compare, machine_line, matmul_peak_flops
 
 #: nanoGPT's published result for its CPU recipe in 10 minutes (nats per character).
 NANOGPT_REPORTED = 1.75

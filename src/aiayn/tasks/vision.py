@@ -11,12 +11,8 @@ stored in the model directory with the class names.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,15 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AiaynError
-from .commands import (
-    add_device,
-    add_overwrite,
-    add_seed,
-    positive_float,
-    positive_int,
-    resolve_device,
-)
-from .train_group import train_subparsers
 
 if TYPE_CHECKING:
     from ..data.images import ImageSet
@@ -97,6 +84,10 @@ class ImageClassifier:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """Images with values in [0, 1] as the model saw them in training (per-channel mean/std)."""
+        return _normalize(images, self.mean, self.std)
 
     @torch.inference_mode()
     def predict(self, images: Tensor, batch_size: int = 256) -> Tensor:
@@ -237,6 +228,11 @@ def train_vit(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    accumulate: int | None = None,
+    clip_norm: float | None = None,
+    log_every: int | None = None,
+    compile: bool = False,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Train a ViT classifier on ``builtin:digits`` or a class-per-sub-folder image tree.
 
@@ -255,24 +251,18 @@ def train_vit(
     from ..data.images import load_images, stratified_holdout
     from ..modeldir import load_model_dir
     from ..models.vit import ViT
-    from ..training.allocator import keep_freed_memory
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
-    from ..training.checkpoint import find_checkpoint
     from ..training.optim import adamw
-    from ..training.rundir import claim_out_dir
+    from ..training.run import prepare_run, resolve_dtype
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import TrainConfig, Trainer, seed_everything
+    from ..training.trainer import TrainConfig, Trainer
 
-    started = time.monotonic()
-    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
-    out_dir, device = Path(out_dir), torch.device(device)
-    claim_out_dir(out_dir, overwrite)  # before anything is written: refuse a foreign folder
-    seed_everything(seed)
+    start = prepare_run(
+        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, distributed_run=False
+    )
+    started, out_dir, device = start.started, start.out_dir, start.device
     builtin = dataset.startswith("builtin:")
-    found = find_checkpoint(out_dir / "last") if resume else None  # last, or last.old after a kill
-    resuming = found is not None
-    if resume and not resuming:
-        log.info("no saved state in %s: starting fresh", out_dir)
+    found, resuming = start.found, start.resuming
     saved_info: dict[str, Any] | None = None
     if resuming:
         saved = load_model_dir(found, device, expect="vit")
@@ -386,10 +376,14 @@ def train_vit(
             max_minutes=max_minutes,
             budget_seconds=budget_seconds,
             eval_every=eval_every,
-            log_every=max(1, min(50, eval_every // 2)),
+            log_every=log_every or max(1, min(50, eval_every // 2)),
             seed=seed,
             progress=progress,
             started_at=started,
+            accumulate=accumulate or 1,
+            clip_norm=1.0 if clip_norm is None else clip_norm,
+            compile=compile,
+            dtype=resolve_dtype(dtype, device),
         ),
     )
     run = trainer.fit(resume=resuming)
@@ -430,77 +424,3 @@ def evaluate_classifier(
     probs = classifier.predict(data.images)
     correct = int((probs.argmax(-1) == data.labels).sum())
     return {"accuracy": correct / max(len(data), 1), "n": len(data)}
-
-
-# ---- command line -----------------------------------------------------------------------------------
-def _cmd_train(args: argparse.Namespace) -> int:
-    summary = train_vit(
-        args.dataset,
-        args.out,
-        valid=args.valid,
-        preset=args.preset,
-        overrides=args.set,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        augment=args.augment,
-        hflip=args.hflip,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        device=resolve_device(args.device),
-        progress=not args.no_progress,
-    )
-    print(json.dumps(summary))
-    return 0
-
-
-def _cmd_classify(args: argparse.Namespace) -> int:
-    classifier = ImageClassifier.load(args.model, resolve_device(args.device))
-    for result in classifier.classify_files(args.image):
-        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``aiayn train vit`` and ``aiayn classify``."""
-    train = train_subparsers(sub)
-    p = train.add_parser("vit", help="train a Vision Transformer image classifier")
-    p.add_argument(
-        "--dataset", required=True, help="builtin:digits, or a FOLDER with one sub-folder per class"
-    )
-    p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--valid", help="validation FOLDER (default: 10%% of each class held out)")
-    p.add_argument("--preset", help="ViT preset (default: digits, or mini for a folder)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
-    p.add_argument("--image-size", type=positive_int, help="resize images to this side (pixels)")
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        help="images per batch (default 128, fewer when a time budget would leave too few steps)",
-    )
-    p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
-    p.add_argument(
-        "--augment",
-        choices=AUGMENTATIONS,
-        default="affine",
-        help="training augmentation: random rotation/zoom/shift (default), shift only, or none",
-    )
-    p.add_argument("--hflip", action="store_true", help="random left-right flips (photos)")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
-    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
-    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
-    add_overwrite(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_seed(p)
-    add_device(p)
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("classify", help="classify images with a trained ViT (JSON lines)")
-    p.add_argument("--model", required=True, help="model directory written by `aiayn train vit`")
-    p.add_argument("image", nargs="+", help="image files")
-    add_device(p)
-    p.set_defaults(func=_cmd_classify)

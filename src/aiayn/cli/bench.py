@@ -1,15 +1,12 @@
-"""CLI: ``aiayn bench`` runs the side-by-side benchmarks of a source checkout's ``benchmarks/``."""
+"""CLI: ``aiayn bench`` runs the side-by-side benchmarks of :mod:`aiayn.bench`."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
-import sys
 import time
 from pathlib import Path
-
-from ..errors import AiaynError
 
 log = logging.getLogger("aiayn")
 
@@ -28,26 +25,14 @@ BENCHMARKS = (
 )
 
 
-def _benchmarks_dir() -> Path:
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "benchmarks" / "harness.py").is_file():
-        raise AiaynError(
-            "aiayn bench needs a source checkout (the benchmarks/ folder); "
-            "clone the repository and run `make bench`"
-        )
-    return root
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
-    root = _benchmarks_dir()
-    sys.path.insert(0, str(root))
-    if args.out:
-        import benchmarks.harness as harness
+    from ..bench import harness
 
+    if args.out:
         harness.BENCHMARKS_MD = Path(args.out).resolve()
     names = args.only or BENCHMARKS
     for name in names:
-        module = importlib.import_module(f"benchmarks.{name}")
+        module = importlib.import_module(f"aiayn.bench.{name}")
         start = time.monotonic()
         log.info("== %s", name)
         argv = ["--quick"] if args.quick else []

@@ -15,12 +15,9 @@ tokens, then L2-normalised, so a dot product is a cosine similarity.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,16 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AiaynError
-from .commands import (
-    add_device,
-    add_overwrite,
-    add_seed,
-    positive_float,
-    positive_int,
-    read_stdin_lines,
-    resolve_device,
-)
-from .train_group import train_subparsers
 
 if TYPE_CHECKING:
     from ..data.wordpiece import WordPieceTokenizer
@@ -368,6 +355,11 @@ def train_mlm(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    accumulate: int | None = None,
+    clip_norm: float | None = None,
+    log_every: int | None = None,
+    compile: bool = False,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Train a BERT with the masked-LM objective on a text file or folder.
 
@@ -389,30 +381,24 @@ def train_mlm(
     from ..data.wordpiece import WordPieceTokenizer
     from ..modeldir import load_model_dir
     from ..models.bert import BertForMaskedLM
-    from ..training.allocator import keep_freed_memory
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
-    from ..training.checkpoint import find_checkpoint
     from ..training.optim import adamw
-    from ..training.rundir import claim_out_dir
+    from ..training.run import prepare_run, resolve_dtype
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import TrainConfig, Trainer, seed_everything
+    from ..training.trainer import TrainConfig, Trainer
 
-    started = time.monotonic()
-    keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
-    out_dir, device = Path(out_dir), torch.device(device)
     if seq_len < 3:
         raise AiaynError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
-    claim_out_dir(out_dir, overwrite)  # before anything is written: refuse a foreign folder
-    seed_everything(seed)
+    start = prepare_run(
+        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, distributed_run=False
+    )
+    started, out_dir, device = start.started, start.out_dir, start.device
     if max_steps is None and max_minutes is None:
         max_steps = 2000
     lines = _lines(read_text(text_path))
     valid_lines = _lines(read_text(valid_path)) if valid_path is not None else None
 
-    found = find_checkpoint(out_dir / "last") if resume else None  # last, or last.old after a kill
-    resuming = found is not None
-    if resume and not resuming:
-        log.info("no saved state in %s: starting fresh", out_dir)
+    found, resuming = start.found, start.resuming
     if resuming:
         saved = load_model_dir(found, device, expect="bert")
         config = saved.config
@@ -500,10 +486,14 @@ def train_mlm(
             max_minutes=max_minutes,
             budget_seconds=budget.seconds,
             eval_every=eval_every,
-            log_every=max(1, min(50, eval_every // 4)),
+            log_every=log_every or max(1, min(50, eval_every // 4)),
             seed=seed,
             progress=progress,
             started_at=started,
+            accumulate=accumulate or 1,
+            clip_norm=1.0 if clip_norm is None else clip_norm,
+            compile=compile,
+            dtype=resolve_dtype(dtype, device),
         ),
     )
     run = trainer.fit(resume=resuming)
@@ -513,85 +503,3 @@ def train_mlm(
         "best_val_loss": run["best"],
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-
-
-# ---- command line ------------------------------------------------------------------------------------
-def _read_inputs(texts: list[str]) -> list[str]:
-    return texts or read_stdin_lines()
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    summary = train_mlm(
-        args.text,
-        args.out,
-        valid_path=args.valid,
-        preset=args.preset,
-        overrides=args.set,
-        vocab_size=args.vocab_size,
-        tokenizer=args.tokenizer,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        device=resolve_device(args.device),
-        progress=not args.no_progress,
-    )
-    print(json.dumps(summary))
-    return 0
-
-
-def _cmd_embed(args: argparse.Namespace) -> int:
-    encoder = SentenceEncoder.load(args.model, resolve_device(args.device))
-    texts = _read_inputs(args.text)
-    vectors = encoder.encode(texts, batch_size=args.batch_size).cpu()
-    out = sys.stdout
-    for text, vector in zip(texts, vectors.tolist()):
-        out.write(json.dumps({"text": text, "embedding": vector}, ensure_ascii=False) + "\n")
-    out.flush()
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``aiayn train mlm`` and ``aiayn embed``."""
-    train = train_subparsers(sub)
-    p = train.add_parser("mlm", help="train a BERT with the masked-LM objective")
-    p.add_argument("--text", required=True, help="UTF-8 text file or folder of *.txt files")
-    p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--valid", help="validation text (default: the last 5%% of --text)")
-    p.add_argument(
-        "--preset", default="tiny", help="BERT preset (micro, tiny, small, minilm, base)"
-    )
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model field")
-    p.add_argument("--vocab-size", type=positive_int, default=8000, help="WordPiece vocabulary")
-    p.add_argument(
-        "--tokenizer",
-        help="use this tokenizer.json / vocab.txt, or builtin:minilm, instead of learning one",
-    )
-    p.add_argument("--seq-len", type=positive_int, default=128, help="tokens per block")
-    p.add_argument(
-        "--batch-size",
-        type=positive_int,
-        help="blocks per batch (default 32, fewer when a time budget would leave too few steps)",
-    )
-    p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
-    p.add_argument("--max-steps", type=positive_int, help="optimizer steps in total")
-    p.add_argument("--max-minutes", type=positive_float, help="training time of this run")
-    p.add_argument("--resume", action="store_true", help="continue from DIR's saved state")
-    add_overwrite(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_seed(p)
-    add_device(p)
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("embed", help="sentence embeddings (JSON lines on stdout)")
-    p.add_argument(
-        "--model", required=True, help="BERT model directory, or builtin:minilm (all-MiniLM-L6-v2)"
-    )
-    p.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch")
-    p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
-    add_device(p)
-    p.set_defaults(func=_cmd_embed)

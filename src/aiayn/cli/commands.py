@@ -21,7 +21,11 @@ Registrar = Callable[[argparse._SubParsersAction], None]
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (auto: CUDA if present)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto | cpu | cuda[:N] | mps (auto: CUDA if present, then MPS, then CPU)",
+    )
 
 
 def add_overwrite(p: argparse.ArgumentParser) -> None:
@@ -37,16 +41,27 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; anything else is checked."""
+    """``auto`` -> CUDA when present, then Apple's MPS, else CPU; anything else is checked."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if _mps_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise AiaynError(f"--device {name}: expected auto, cpu or cuda[:N]") from None
+        raise AiaynError(f"--device {name}: expected auto, cpu, cuda[:N] or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AiaynError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not _mps_available():
+        raise AiaynError(f"--device {name}: MPS is not available on this machine")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise AiaynError(f"--device {name}: expected auto, cpu, cuda[:N] or mps")
     return device
 
 
@@ -98,6 +113,11 @@ def read_stdin_lines() -> list[str]:
     return lines
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return _number(text, float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
 def beam_size(text: str) -> int:
     """argparse type: a beam size, 1 .. :data:`aiayn.decoding.MAX_BEAM`."""
     from ..decoding import MAX_BEAM
@@ -120,7 +140,7 @@ def top_p_mass(text: str) -> float:
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
-#: aiayn.apps.<name> modules that add sub-commands, in the order --help lists them.
+#: aiayn.cli.<name> modules that add sub-commands, in the order --help lists them.
 APP_MODULES = (
     "translate",
     "lm",
@@ -137,4 +157,4 @@ APP_MODULES = (
 def registrars() -> Iterator[Registrar]:
     """Every application's ``register`` function."""
     for name in APP_MODULES:
-        yield importlib.import_module(f"aiayn.apps.{name}").register
+        yield importlib.import_module(f"aiayn.cli.{name}").register

@@ -17,7 +17,18 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def _project_root() -> Path:
+    """The source checkout this package runs from (where BENCHMARKS.md lives), else the current
+    folder: an installed aiayn writes its tables and runs where it is started."""
+    checkout = Path(__file__).resolve().parents[3]  # src/aiayn/bench/harness.py
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "aiayn").is_dir():
+        return checkout
+    return Path.cwd()
+
+
+ROOT = _project_root()
+#: Where :func:`write_section` writes (``aiayn bench --out`` points it elsewhere).
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
@@ -93,8 +104,11 @@ def matmul_peak_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
+def write_section(name: str, body: str, path: Path | None = None) -> None:
+    """Replace (or append) the section ``## name`` of BENCHMARKS.md (or ``path``) with ``body``."""
+    path = (
+        BENCHMARKS_MD if path is None else path
+    )  # read now: `aiayn bench --out` may have moved it
     text = (
         path.read_text()
         if path.exists()
