@@ -518,7 +518,9 @@ class Trainer:
             elif self.dist.enabled and not last:
                 sync = self.train_model.no_sync()  # all-reduce once, after the last micro-batch
             with sync:
-                with autocast(self.model, self.config.dtype):  # the forward pass; backward follows it
+                with autocast(
+                    self.model, self.config.dtype
+                ):  # the forward pass; backward follows it
                     loss, tokens = self.task.loss(self.train_model, batch, self.step)
                 factor = scale if scale is not None else 1.0 / max(tokens, 1) / len(micro)
                 (loss * factor).backward()
