@@ -35,7 +35,7 @@ demo: $(CORE)
 	$(BIN)/aiayn demo
 
 test: $(DEV)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 # Long fault-injection rounds and multi-process checks (CI runs them after `make test`).
 test-slow: $(DEV)

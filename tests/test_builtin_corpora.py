@@ -10,7 +10,7 @@ import time
 import pytest
 
 from aiayn.data import builtin
-from aiayn.data.builtin import BUILTIN_CORPORA, SPLITS, load_builtin_corpus
+from aiayn.data.builtin import BUILTIN_CORPORA, SPLITS, grammar, lexicon, load_builtin_corpus
 from aiayn.errors import AiaynError
 
 # First 20 pairs of every split, hashed. A change here means every saved model, tokenizer and
@@ -154,7 +154,7 @@ def test_test_combinations_unseen_in_train() -> None:
 
 
 def test_one_translation_per_source() -> None:
-    examples = builtin._generate_zh_en()
+    examples = grammar._generate_zh_en()
     assert len({ex.source for ex in examples}) == len(examples)
 
 
@@ -223,7 +223,7 @@ _IRREGULAR = {
 def test_articles_and_plurals() -> None:
     numbers = "two three four five six seven eight nine ten many"
     plural_after = re.compile(rf"\b(?:{'|'.join(numbers.split())}) (\w+)(?: (\w+))?")
-    singular_nouns = {n.sg.split()[-1] for n in builtin._nouns()}
+    singular_nouns = {n.sg.split()[-1] for n in lexicon._nouns()}
     for pairs in _zh_en().values():
         for _, en in pairs:
             assert not re.search(r"\ba [aeiou]", en), en

@@ -44,7 +44,7 @@ from ..metrics import perplexity
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.gpt import GPT, GPTConfig
 from ..training import distributed
-from ..training.budget import Budget
+from ..training.budget import Budget, endless_batches
 from ..training.optim import adamw
 from ..training.run import prepare_run, resolve_dtype
 from ..training.schedules import warmup_cosine_schedule
@@ -262,20 +262,6 @@ class LMPlan:
         return cls(context=config.max_len, lr=lr)
 
 
-def _calibration_batches(windows: TokenWindows) -> Iterator[Tensor]:
-    """Batches of epochs training never reaches, one epoch after another (a short text has fewer
-    windows than the calibration's steps times ``--accumulate``)."""
-    epoch = 10**6
-    while True:
-        produced = False
-        for batch in windows.batches(epoch):
-            produced = True
-            yield batch
-        if not produced:
-            raise AiaynError("the text gives no training windows")
-        epoch += 1
-
-
 def _timed_steps(
     model: GPT, windows: TokenWindows, plan: LMPlan, device: torch.device, steps: int = 3
 ) -> float:
@@ -283,7 +269,7 @@ def _timed_steps(
     rng = torch.get_rng_state()
     trial = copy.deepcopy(model).train()
     optimizer = make_optimizer(trial, plan.lr, plan.weight_decay, (plan.beta1, plan.beta2))
-    batches = _calibration_batches(windows)
+    batches = endless_batches(windows, first_epoch=10**6)  # epochs training never reaches
     times = []
     for i in range(steps + 1):
         start = time.perf_counter()

@@ -162,7 +162,7 @@ def measure_task_step(
         trial = copy.deepcopy(model).train()
         optimizer = make_optimizer(trial)
         task = make_task(size)
-        stream = _endless(task)
+        stream = endless_batches(task)
 
         def step() -> None:
             batch = next(stream)
@@ -174,12 +174,13 @@ def measure_task_step(
         return seconds_per_step(step, steps, device)
 
 
-def _endless(task) -> Iterator:
-    """The task's batches, epoch after epoch (a tiny corpus has fewer batches than calibration)."""
-    epoch = 0
+def endless_batches(source, first_epoch: int = 0) -> Iterator:
+    """``source.batches(epoch)`` epoch after epoch, from ``first_epoch`` on: calibration may need more
+    batches than a tiny corpus has in one epoch."""
+    epoch = first_epoch
     while True:
         produced = False
-        for batch in task.batches(epoch):
+        for batch in source.batches(epoch):
             produced = True
             yield batch
         if not produced:
