@@ -383,7 +383,7 @@ def train_mlm(
     from ..models.bert import BertForMaskedLM
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.optim import adamw
-    from ..training.run import prepare_run, resolve_dtype
+    from ..training.run import loop_settings, prepare_run
     from ..training.schedules import warmup_cosine_schedule
     from ..training.trainer import TrainConfig, Trainer
 
@@ -490,10 +490,7 @@ def train_mlm(
             seed=seed,
             progress=progress,
             started_at=started,
-            accumulate=accumulate or 1,
-            clip_norm=1.0 if clip_norm is None else clip_norm,
-            compile=compile,
-            dtype=resolve_dtype(dtype, device),
+            **loop_settings(accumulate, clip_norm, compile, dtype, device),
         ),
     )
     run = trainer.fit(resume=resuming)

@@ -30,7 +30,7 @@ from ..training import distributed
 from ..training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
 from ..training.losses import label_smoothed_cross_entropy
 from ..training.optim import paper_adam
-from ..training.run import prepare_run, resolve_dtype
+from ..training.run import loop_settings, prepare_run
 from ..training.scheduled_sampling import ScheduledSampling, seq2seq_loss
 from ..training.schedules import BudgetSchedule, NoamSchedule
 from ..training.trainer import TrainConfig, Trainer
@@ -610,10 +610,7 @@ def train_translation(
             log_every=log_every or 50,
             seed=seed,
             progress=progress,
-            accumulate=accumulate or 1,
-            clip_norm=1.0 if clip_norm is None else clip_norm,
-            compile=compile,
-            dtype=resolve_dtype(dtype, device),
+            **loop_settings(accumulate, clip_norm, compile, dtype, device),
             fsdp=fsdp,
             average_last=average_last,
             started_at=started,

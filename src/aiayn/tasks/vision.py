@@ -253,7 +253,7 @@ def train_vit(
     from ..models.vit import ViT
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.optim import adamw
-    from ..training.run import prepare_run, resolve_dtype
+    from ..training.run import loop_settings, prepare_run
     from ..training.schedules import warmup_cosine_schedule
     from ..training.trainer import TrainConfig, Trainer
 
@@ -380,10 +380,7 @@ def train_vit(
             seed=seed,
             progress=progress,
             started_at=started,
-            accumulate=accumulate or 1,
-            clip_norm=1.0 if clip_norm is None else clip_norm,
-            compile=compile,
-            dtype=resolve_dtype(dtype, device),
+            **loop_settings(accumulate, clip_norm, compile, dtype, device),
         ),
     )
     run = trainer.fit(resume=resuming)

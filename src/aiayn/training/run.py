@@ -97,3 +97,21 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bfloat16" if device.type == "cuda" else "float32"
     return name
+
+
+def loop_settings(
+    accumulate: int | None,
+    clip_norm: float | None,
+    compile: bool,
+    dtype: str,
+    device: torch.device,
+) -> dict:
+    """The shared loop flags (``--accumulate --clip-norm --compile --dtype``) as
+    :class:`~aiayn.training.trainer.TrainConfig` fields, their defaults filled in once for every task
+    (1 micro-batch, clipping at 1.0, float32 on the CPU)."""
+    return {
+        "accumulate": accumulate or 1,
+        "clip_norm": 1.0 if clip_norm is None else clip_norm,
+        "compile": compile,
+        "dtype": resolve_dtype(dtype, device),
+    }
