@@ -96,3 +96,38 @@ def test_model_directory_problems(tmp_path, capsys):
     )
     code, err = _run(["translate", "--model", str(d), "x"], capsys)
     assert code == 2 and "config" in err
+
+
+def test_a_vit_image_size_too_large_to_build_is_refused(tmp_path, capsys):
+    # 100,000-pixel images in 4-pixel patches: 625 million positions, a 50 TB allocation.
+    code, err = _run(
+        ["train", "vit", "--dataset", "builtin:digits", "--out", str(tmp_path / "v"),
+         "--image-size", "100000", "--max-steps", "1", "--no-progress"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "patches" in err and "Traceback" not in err
+    assert not (tmp_path / "v").exists()
+
+
+def test_running_out_of_memory_is_one_line_exit_2(monkeypatch, capsys):
+    import aiayn.cli as cli
+
+    def allocate(args):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"
+        )
+
+    monkeypatch.setattr(cli, "_cmd_info", allocate)
+    code, err = _run(["info"], capsys)
+    assert code == 2 and "out of memory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(monkeypatch):
+    import aiayn.cli as cli
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_cmd_info", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.main(["info"])

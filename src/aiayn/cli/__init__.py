@@ -69,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocation that failed: Python's MemoryError, torch's CPU allocator or CUDA's."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aiayn`` script. Returns the exit code."""
     parser = build_parser()
@@ -88,6 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `aiayn translate ... | head`
         return 0
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        # Sizes the user chose (a model, a batch, an image size) that this machine cannot hold.
+        print(
+            "aiayn: error: out of memory: the model or batch is too large for this machine "
+            "(use a smaller preset, batch or input)",
+            file=sys.stderr,
+        )
+        return 2
     except OSError as e:  # a path of the user's that cannot be read or written: bad input
         where = f"{e.filename}: " if e.filename else ""
         print(f"aiayn: error: {where}{e.strerror or e}", file=sys.stderr)

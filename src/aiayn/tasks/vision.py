@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from ..modeldir import LoadedModel
 
 log = logging.getLogger(__name__)
+#: The largest patch grid a new ViT is built with: every image becomes this many tokens, and
+#: attention's cost grows with their square (2-D ViTs in use stay far below: 224 / 16 = 14²).
+MAX_GRID = 256
+MAX_PATCHES = MAX_GRID**2
 
 #: Training augmentations (see :class:`ClassificationTask`).
 AUGMENTATIONS = ("affine", "shift", "none")
@@ -275,6 +279,12 @@ def train_vit(
             config = replace(config, image_size=image_size)
         config = cfg.apply_overrides(config, overrides)
         classes = None
+        if config.grid**2 > MAX_PATCHES:
+            raise AiaynError(
+                f"--image-size {config.image_size} with patch_size {config.patch_size} makes "
+                f"{config.grid**2:,} patches an image; at most {MAX_PATCHES:,} (a {MAX_GRID}×"
+                f"{MAX_GRID} grid): use smaller images or larger patches"
+            )
 
     size = config.image_size
     channels = None if (not resuming and not builtin) else config.in_channels
