@@ -1,6 +1,6 @@
 """``python -m aiayn`` (and so ``torchrun -m aiayn``) runs the command line."""
 
-from .cli import main
+from .cli import entry
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

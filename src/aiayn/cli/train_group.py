@@ -59,6 +59,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
 def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The shared flags as the keyword arguments every ``train_*`` function takes."""
+    from ..training.run import process_started
     from .commands import resolve_device
 
     if args.threads:
@@ -80,4 +81,5 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "progress": not args.no_progress,
         "seed": args.seed,
         "device": resolve_device(args.device),
+        "started_at": process_started(),  # the budget includes this process's start-up
     }

@@ -338,6 +338,7 @@ def train_lm(
     sample_tokens: int = 200,
     resume: bool = False,
     overwrite: bool = False,
+    started_at: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -356,7 +357,9 @@ def train_lm(
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
     """
-    start = prepare_run(out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite)
+    start = prepare_run(
+        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, started=started_at
+    )
     started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     train_text, valid_text = load_train_valid(text_spec, valid_spec)
 

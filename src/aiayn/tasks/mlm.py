@@ -352,6 +352,7 @@ def train_mlm(
     eval_every: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    started_at: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -390,7 +391,13 @@ def train_mlm(
     if seq_len < 3:
         raise AiaynError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
     start = prepare_run(
-        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, distributed_run=False
+        out_dir,
+        device=device,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        started=started_at,
+        distributed_run=False,
     )
     started, out_dir, device = start.started, start.out_dir, start.device
     if max_steps is None and max_minutes is None:

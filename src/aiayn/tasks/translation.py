@@ -86,6 +86,11 @@ BATCH_CHOICES = (1024, 2048, 4096, 8192, 16384)
 MIN_EPOCHS = 10
 #: Validations (BLEU on the validation set) per run: each costs decoding time out of the budget.
 EVALS_PER_RUN = 5
+#: Validation BLEU decodes at most this many sentences, and at most as many as hold this many
+#: reference target tokens: decoding is most of a validation's cost, and on long sentences 300 of
+#: them (greedy, by a model that does not stop yet) took a quarter of a 1.5-minute budget.
+BLEU_SENTENCES = 300
+BLEU_TARGET_TOKENS = 4000
 #: Snapshots of the weights averaged at the end of a run (the paper averaged the last 5).
 AVERAGE_LAST = 5
 
@@ -340,7 +345,7 @@ class TranslationTask:
         seed: int,
         device: torch.device,
         max_len: int,
-        bleu_sentences: int = 300,
+        bleu_sentences: int = BLEU_SENTENCES,
         rank: int = 0,
         world_size: int = 1,
         scheduled_sampling: ScheduledSampling | None = None,
@@ -356,7 +361,7 @@ class TranslationTask:
         self.length_ratio = length_ratio(self.train_ids)
         self.valid_pairs = list(valid_pairs)
         self.valid_ids = encode_pairs(valid_pairs, src_tok, tgt_tok, max_len)
-        self.bleu_sentences = bleu_sentences
+        self.bleu_pairs = _bleu_subset(self.valid_pairs, tgt_tok, bleu_sentences)
         lengths = [max(len(s), len(t)) + 1 for s, t in self.train_ids]
         self.sampler = TokenBatchSampler(
             lengths, batch_tokens, shuffle=True, seed=seed, rank=rank, world_size=world_size
@@ -395,7 +400,7 @@ class TranslationTask:
             logits = model(batch.src, batch.tgt_in, batch.src_key_mask)
             loss, n = label_smoothed_cross_entropy(logits, batch.tgt_out, 0.0)
             total, tokens = total + float(loss), tokens + n
-        pairs = self.valid_pairs[: self.bleu_sentences]
+        pairs = self.bleu_pairs
         sources = [self.src_tok.encode(s) for s, _ in pairs]
         hyps = translate_ids(model, sources, beam=1, length_ratio=self.length_ratio)
         scores = corpus_bleu_chrf([self.tgt_tok.decode(h) for h in hyps], [t for _, t in pairs])
@@ -417,6 +422,20 @@ class TranslationTask:
         self.src_tok.save(directory, SOURCE_TOKENIZER.removesuffix(".json"))
         if not joint:
             self.tgt_tok.save(directory, TARGET_TOKENIZER.removesuffix(".json"))
+
+
+def _bleu_subset(
+    pairs: Sequence[tuple[str, str]], tgt_tok: Tokenizer, limit: int
+) -> list[tuple[str, str]]:
+    """The first validation pairs, at most ``limit`` of them and :data:`BLEU_TARGET_TOKENS`
+    reference tokens (always at least one pair)."""
+    chosen, tokens = [], 0
+    for pair in pairs[:limit]:
+        tokens += len(tgt_tok.encode(pair[1])) + 1
+        if chosen and tokens > BLEU_TARGET_TOKENS:
+            break
+        chosen.append(pair)
+    return chosen
 
 
 def learn_tokenizers(
@@ -486,6 +505,7 @@ def train_translation(
     swap: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    started_at: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -518,7 +538,9 @@ def train_translation(
 
     if isinstance(scheduled_sampling, str):
         scheduled_sampling = ScheduledSampling(scheduled_sampling)
-    start = prepare_run(out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite)
+    start = prepare_run(
+        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, started=started_at
+    )
     started, out_dir, device = start.started, start.out_dir, start.device
     dist, found = start.dist, start.found
     train_pairs = load_pairs(train_spec, "train", swap)

@@ -229,6 +229,7 @@ def train_vit(
     eval_every: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    started_at: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -262,7 +263,13 @@ def train_vit(
     from ..training.trainer import TrainConfig, Trainer
 
     start = prepare_run(
-        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, distributed_run=False
+        out_dir,
+        device=device,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        started=started_at,
+        distributed_run=False,
     )
     started, out_dir, device = start.started, start.out_dir, start.device
     builtin = dataset.startswith("builtin:")

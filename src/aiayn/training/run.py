@@ -11,6 +11,7 @@ is built; and the saved state to resume from is found through the one finder tha
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ def prepare_run(
     resume: bool,
     overwrite: bool,
     distributed_run: bool = True,
+    started: float | None = None,
 ) -> RunStart:
     """Start a training run: clock, memory reuse, process group, ``--out`` claim, seeds, resume point.
 
@@ -70,8 +72,10 @@ def prepare_run(
         overwrite: accept a non-empty folder that is not an aiayn run (``--overwrite``).
         distributed_run: join torchrun's process group when launched by it (tasks whose trainer
             does not shard their batches over ranks pass False and run as one process).
+        started: ``time.monotonic()`` when the time budget began (default: now; the command line
+            passes :func:`process_started`, so a budget includes starting Python and torch).
     """
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     keep_freed_memory()  # ~20% faster CPU steps; see aiayn.training.allocator
     out_dir, device = Path(out_dir), torch.device(device)
     dist = distributed.setup(device) if distributed_run else distributed.DistContext()
@@ -83,6 +87,19 @@ def prepare_run(
     if resume and found is None:
         log.info("no saved state in %s: starting fresh", out_dir)
     return RunStart(started, out_dir, device, dist, found)
+
+
+def process_started() -> float:
+    """``time.monotonic()`` at the start of this process, on Linux from ``/proc/self/stat`` (its
+    start time since boot); elsewhere ``now``. A user timing ``aiayn train --max-minutes M`` counts
+    Python's and torch's start-up (~5 s here) as part of the M minutes, and so does the budget."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started_since_boot = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_since_boot
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, min(age, 60.0))  # a clock oddity never eats the budget
 
 
 #: ``--dtype`` choices; ``auto`` is bf16 autocast on CUDA and float32 elsewhere (on this project's

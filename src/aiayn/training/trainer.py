@@ -133,6 +133,13 @@ class TrainConfig:
 #: The last fraction of the budget over which :attr:`TrainConfig.average_last` snapshots are taken
 #: (the paper averaged the last 5 checkpoints, 10 minutes apart, of a 12-hour run: the last 7%).
 AVERAGE_SPAN = 0.1
+#: The most of a time budget validations may take: when one validation was measured to cost more
+#: than this share of the interval between two, the interval grows (a corpus of long sentences,
+#: decoded greedily by a model that does not yet stop, made 5 validations cost 40% of the budget).
+EVAL_SHARE = 0.05
+#: The most of a time budget kept back for the end of the run (the final validation, the
+#: average's validation and the last save, as measured during the run).
+MAX_END_RESERVE = 0.25
 
 
 DTYPES = ("float32", "bfloat16")
@@ -250,6 +257,10 @@ class Trainer:
         self.seconds_before = 0.0  # budget seconds spent by earlier invocations (resume)
         self._clock = time.monotonic()  # when this invocation's budget clock started
         self._averager: _Averager | None = None
+        # Measured during the run, shared by all ranks: what one validation and one checkpoint
+        # cost. Training stops early by what the end of the run will cost (see _horizon).
+        self._eval_seconds = 0.0
+        self._save_seconds = 0.0
 
     # ---- state -----------------------------------------------------------------------------------
     def _full_model(self) -> nn.Module:
@@ -434,18 +445,31 @@ class Trainer:
         """Wall-clock seconds of the budget spent so far, earlier invocations included."""
         return self.seconds_before + time.monotonic() - self._clock
 
-    def used(self) -> float:
-        """The fraction of the budget spent: steps or seconds, whichever is further along."""
+    def _horizon(self) -> float | None:
+        """Seconds of the budget that training itself may use: the budget less what the end of the
+        run costs (a last validation, the average's validation and a save, as measured so far), so
+        the whole run, not only its training, ends within ``budget_seconds``."""
+        budget = self.config.budget_seconds
+        if budget is None:
+            return None
+        reserve = 2 * self._eval_seconds + self._save_seconds
+        return budget - min(reserve, MAX_END_RESERVE * budget)
+
+    def used(self, seconds: float | None = None) -> float:
+        """The fraction of the budget spent: steps or seconds, whichever is further along.
+        ``seconds``: the budget seconds spent (default: this process's clock)."""
         cfg, used = self.config, 0.0
         if cfg.max_steps:
             used = self.step / cfg.max_steps
-        if cfg.budget_seconds:
-            used = max(used, self.seconds_used() / cfg.budget_seconds)
+        horizon = self._horizon()
+        if horizon:
+            seconds = self.seconds_used() if seconds is None else seconds
+            used = max(used, seconds / horizon)
         return used
 
-    def _set_lr(self) -> float:
+    def _set_lr(self, used: float) -> float:
         if isinstance(self.lr_lambda, BudgetSchedule):
-            lr = self.lr_lambda(self.step + 1, self.used())
+            lr = self.lr_lambda(self.step + 1, used)
         else:
             lr = self.lr_lambda(self.step + 1)
         for group in self.optimizer.param_groups:
@@ -548,16 +572,32 @@ class Trainer:
         """True on every rank when ``flag`` is true on any (ranks must take the same decisions)."""
         return self.dist.sum(flag) > 0 if self.dist.enabled else flag
 
-    def _should_stop(self, deadline: float | None) -> str | None:
+    def _shared_seconds(self) -> float:
+        """Rank 0's budget clock on every rank: the learning rate, the snapshots and the stop follow
+        one clock, so DDP replicas stay identical."""
+        seconds = self.seconds_used()
+        if not self.dist.enabled:
+            return seconds
+        return self.dist.sum(seconds if self.dist.is_main else 0.0)
+
+    def _should_stop(self, deadline: float | None, seconds: float) -> str | None:
         cfg = self.config
         if cfg.max_steps is not None and self.step >= cfg.max_steps:
             return "step budget reached"
         out_of_time = deadline is not None and time.monotonic() >= deadline
-        if cfg.budget_seconds is not None:
-            out_of_time = out_of_time or self.seconds_used() >= cfg.budget_seconds
+        horizon = self._horizon()
+        if horizon is not None:
+            out_of_time = out_of_time or seconds >= horizon
         if self._any_rank(out_of_time):
             return "time budget reached"
         return None
+
+    def _timed_on_main(self, work) -> float:
+        """Run ``work()`` on every rank; rank 0's duration of it, shared by all ranks."""
+        began = time.monotonic()
+        work()
+        took = time.monotonic() - began
+        return self.dist.sum(took if self.dist.is_main else 0.0) if self.dist.enabled else took
 
     def train(self) -> list[dict[str, Any]]:
         """Train until the step or time budget is used up; save on the way out, even on
@@ -607,11 +647,12 @@ class Trainer:
             while True:
                 if self._any_rank(stop.signum is not None):  # at a step boundary only
                     raise _Stop()
-                reason = self._should_stop(deadline)
+                seconds = self._shared_seconds()
+                reason = self._should_stop(deadline, seconds)
                 if reason is not None:
                     log.info("%s after %d steps", reason, self.step)
                     break
-                lr = self._set_lr()
+                lr = self._set_lr(self.used(seconds))
                 micro, position = [], None
                 for _ in range(cfg.accumulate):
                     epoch, index, batch = next(batches)
@@ -647,16 +688,18 @@ class Trainer:
                 window_loss += step_loss
                 window_tokens += step_tokens
                 if self._averager is not None:
-                    self._averager.maybe_take(self.used(), self.step)
+                    self._averager.maybe_take(self.used(seconds), self.step)
                 if progress is not None:
                     progress.update(1)
                 now = time.monotonic()
+                eval_interval = None
+                if cfg.eval_every_seconds is not None:
+                    eval_interval = max(cfg.eval_every_seconds, self._eval_seconds / EVAL_SHARE)
                 is_eval = (
                     (cfg.eval_every is not None and self.step % cfg.eval_every == 0)
                     or self.step == cfg.max_steps
                     or self._any_rank(
-                        cfg.eval_every_seconds is not None
-                        and now - last_eval_time >= cfg.eval_every_seconds
+                        eval_interval is not None and now - last_eval_time >= eval_interval
                     )
                 )
                 if self.step % cfg.log_every == 0 or is_eval:
@@ -672,11 +715,13 @@ class Trainer:
                     if self._compile_seconds is not None and len(self.history) == 0:
                         record["compile_seconds"] = self._compile_seconds
                     if is_eval:
-                        self._evaluate_and_keep_best(record)
+                        self._eval_seconds = self._timed_on_main(
+                            lambda record=record: self._evaluate_and_keep_best(record)
+                        )
                         last_eval_step, last_eval_time = self.step, time.monotonic()
                     self._log(record)
                     if is_eval:
-                        self.save_last()
+                        self._save_seconds = self._timed_on_main(self.save_last)
                     if progress is not None:
                         progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
                     window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
