@@ -259,3 +259,25 @@ def test_load_missing_file(tmp_path) -> None:
     assert "nope.json" in str(info.value)
     with pytest.raises(CheckpointError, match="directory"):
         load_tokenizer(tmp_path)
+
+
+def test_random_letters_get_characters_prose_gets_pieces():
+    # Letters to sort: every pair of letters is frequent, none belongs together; BPE would merge
+    # hundreds of random pairs (766 pieces measured), which hides the letters from the model.
+    from aiayn.data.vocab import MIN_ASSOCIATION_BITS, learn_vocabulary, neighbour_association
+
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    strings = ["".join(rng.choice(letters) for _ in range(12)) for _ in range(3000)]
+    assert neighbour_association(strings) < MIN_ASSOCIATION_BITS
+    chars = learn_vocabulary(strings)
+    assert chars.vocab_size == 4 + 26 + 1  # the special tokens, the letters, "▁": no merges
+    prose = ["the cat sat on the mat and then the dog ate the hat of the man"] * 200 + [
+        "in the beginning there was the word and the word was with them"
+    ] * 200
+    assert neighbour_association(prose) > MIN_ASSOCIATION_BITS
+    assert learn_vocabulary(prose).vocab_size > 4 + len(set("".join(prose)))
+    # A shared vocabulary is characters when either side is random, though the other is not.
+    ordered = ["".join(sorted(s)) for s in strings]
+    joint = learn_vocabulary(strings + ordered, sides=(strings, ordered))
+    assert joint.vocab_size == 4 + 26 + 1

@@ -452,7 +452,8 @@ def learn_tokenizers(
     if dist.is_main:
         sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
         if joint:
-            texts = [learn_vocabulary(sources + targets, vocab_size).hf_tokenizer.to_str()] * 2
+            joined = learn_vocabulary(sources + targets, vocab_size, sides=(sources, targets))
+            texts = [joined.hf_tokenizer.to_str()] * 2
         else:
             texts = [
                 learn_vocabulary(side, vocab_size).hf_tokenizer.to_str()
