@@ -82,9 +82,19 @@ def positive_int(text: str) -> int:
     return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
+#: The largest value a float flag takes: a year of minutes, far beyond any real budget or rate,
+#: and small enough that seconds, steps and products of it stay finite integers.
+MAX_FLOAT_FLAG = 525600.0
+
+
 def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
-    return _number(text, float, lambda v: v > 0, "a positive number")
+    """argparse type: a finite float > 0 (at most :data:`MAX_FLOAT_FLAG`)."""
+    return _number(
+        text,
+        float,
+        lambda v: 0 < v <= MAX_FLOAT_FLAG,
+        f"a positive number up to {MAX_FLOAT_FLAG:g}",
+    )
 
 
 def read_stdin_lines() -> list[str]:

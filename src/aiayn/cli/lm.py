@@ -14,6 +14,7 @@ from ..tasks.lm import LanguageModel, train_lm
 from .commands import (
     add_device,
     add_seed,
+    non_negative_float,
     positive_float,
     positive_int,
     resolve_device,
@@ -88,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=positive_int, help="tokens per window (<= the model's)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate")
     p.add_argument("--warmup", type=_non_negative_int, help="warm-up steps")
-    p.add_argument("--weight-decay", type=float, help="AdamW weight decay on matrices")
+    p.add_argument("--weight-decay", type=non_negative_float, help="AdamW weight decay on matrices")
     p.add_argument(
         "--eval-tokens", type=_non_negative_int, help="validation tokens per evaluation (0 = all)"
     )

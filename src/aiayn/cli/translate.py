@@ -14,6 +14,7 @@ from .commands import (
     add_device,
     add_seed,
     beam_size,
+    non_negative_float,
     positive_float,
     positive_int,
     read_stdin_lines,
@@ -194,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--guided-attention",
         metavar="WEIGHT",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         help="weight of the guided-attention loss for monotonic tasks (default 0 = off)",
     )
