@@ -17,6 +17,13 @@ computed by :func:`scaled_dot_product_attention`, which has two paths:
 
 Tests keep the two equal, values and gradients. Additive (Bahdanau) scoring is the alternative the notes
 mention next to the dot product; it always takes the reference path.
+
+Beside the boolean mask, both paths take an additive float ``bias`` on the scores (ALiBi's); the fused
+path hands SDPA one float mask holding both, which SDPA accepts.
+
+Grouped-query attention (Ainslie et al., 2023): ``num_kv_heads`` < H key/value heads, each shared by
+``H / num_kv_heads`` query heads (1 = multi-query, Shazeer 2019). The KV cache stores only those heads;
+they are repeated to H heads just before the kernel.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from torch import Tensor, nn
 
 from .local_attention import local_attention
 from .masks import combine_masks, key_mask_to_attn_mask, make_causal_mask, make_local_mask
+from .positional import ALiBi, RotaryEmbedding
 
 ATTENTION_KINDS = ("dot", "additive")
 
@@ -58,8 +66,9 @@ def scaled_dot_product_attention(
     dropout_p: float = 0.0,
     need_weights: bool = False,
     scale: float | None = None,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """softmax(Q K^T / sqrt(Dh)) V with boolean masking.
+    """softmax(Q K^T / sqrt(Dh) + bias) V with boolean masking.
 
     Args:
         q: ``(B, H, T, Dh)`` queries.
@@ -70,6 +79,7 @@ def scaled_dot_product_attention(
         dropout_p: dropout on the attention weights (pass 0.0 in eval mode).
         need_weights: also return the ``(B, H, T, S)`` weights; this takes the reference path.
         scale: score scale; default ``1 / sqrt(Dh)``.
+        bias: float, broadcastable to ``(B, H, T, S)``, added to the scaled scores (ALiBi).
 
     Returns:
         ``(output (B, H, T, Dv), weights (B, H, T, S) or None)``.
@@ -78,19 +88,34 @@ def scaled_dot_product_attention(
     if is_causal and T == 1:
         # One query, aligned bottom-right, sees every key (a cached decoding step): no mask needed.
         is_causal = False
-    if is_causal and (attn_mask is not None or T != S or need_weights):
-        # SDPA's own is_causal aligns top-left when T != S; build the bottom-right mask explicitly.
+    if is_causal and (attn_mask is not None or T != S or need_weights or bias is not None):
+        # SDPA's own is_causal aligns top-left when T != S, and can't be combined with a float
+        # mask; build the bottom-right mask explicitly.
         attn_mask = combine_masks(attn_mask, make_causal_mask(T, S, device=q.device))
         is_causal = False
     if need_weights:
-        return _reference_attention(q, k, v, attn_mask, dropout_p, scale)
+        return _reference_attention(q, k, v, attn_mask, dropout_p, scale, bias)
     mask, row_ok = _guard_empty_rows(attn_mask)
+    if bias is not None:
+        mask = float_mask(bias, mask, q.dtype)
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
     )
     if row_ok is not None:
         out = out * row_ok
     return out, None
+
+
+def float_mask(bias: Tensor, mask: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """One additive float mask for SDPA: ``bias`` where ``mask`` allows, ``finfo.min`` elsewhere.
+
+    ``finfo.min`` rather than -inf: the caller has already given every row a key (see
+    :func:`_guard_empty_rows`), and a finite value can't turn into NaN.
+    """
+    bias = bias.to(dtype)
+    if mask is None:
+        return bias
+    return torch.where(mask, bias, torch.finfo(dtype).min)  # (B, H, T, S)
 
 
 def _reference_attention(
@@ -100,10 +125,13 @@ def _reference_attention(
     attn_mask: Tensor | None,
     dropout_p: float,
     scale: float | None,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The formula written out; returns the weights (after masking, before dropout)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, T, S)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
     return _softmax_and_mix(scores, v, attn_mask, dropout_p)
 
 
@@ -153,11 +181,15 @@ def additive_attention(
     attn_mask: Tensor | None = None,
     is_causal: bool = False,
     dropout_p: float = 0.0,
+    bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Attention with additive scores; same masking rules as :func:`scaled_dot_product_attention`."""
     if is_causal:
         attn_mask = combine_masks(attn_mask, make_causal_mask(q.shape[-2], k.shape[-2], q.device))
-    return _softmax_and_mix(score(q, k), v, attn_mask, dropout_p)
+    scores = score(q, k)  # (B, H, T, S)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
+    return _softmax_and_mix(scores, v, attn_mask, dropout_p)
 
 
 class KVCache:
@@ -165,7 +197,8 @@ class KVCache:
 
     Self-attention appends each step's keys/values into a preallocated buffer that grows by doubling, so a
     step costs a copy of the new token only. Cross-attention (``static=True``) stores the source's
-    keys/values once and reuses them at every step.
+    keys/values once and reuses them at every step. Keys are stored rotated (rotary positions) and
+    with the module's KV heads only, ``(B, Hkv, S, Dh)``: grouped-query attention's memory saving.
 
     Args:
         static: True for cross-attention (computed once per source).
@@ -184,7 +217,7 @@ class KVCache:
         return self.length == 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add ``(B, H, t, Dh)`` keys/values; return all keys/values so far, ``(B, H, S, Dh)``."""
+        """Add ``(B, Hkv, t, Dh)`` keys/values; return all keys/values so far, ``(B, Hkv, S, Dh)``."""
         t = k.shape[-2]
         needed = self.length + t
         if self._k is None or needed > self._k.shape[-2]:
@@ -248,10 +281,17 @@ class MultiHeadAttention(nn.Module):
         dropout: dropout on the attention weights.
         bias: whether the projections have biases.
         attention: ``"dot"`` (scaled dot-product, the paper) or ``"additive"`` (Bahdanau scoring).
+        num_kv_heads: Hkv key/value heads, each shared by ``H / Hkv`` query heads (grouped-query
+            attention; 1 = multi-query); must divide H. None = H, the paper's attention, with
+            ``k_proj``/``v_proj`` of shape ``(D, D)``; otherwise ``(Hkv·Dh, D)``.
+        position: a :class:`~aiayn.positional.RotaryEmbedding` (rotates queries and keys) or
+            :class:`~aiayn.positional.ALiBi` (biases the scores), used in self-attention only. It has
+            no parameters, so one module may serve every layer. None: no positions here.
 
     Shape:
         query ``(B, T, D)``; key/value ``(B, S, D)``; key_mask ``(B, S)``; attn_mask broadcastable to
-        ``(B, H, T, S)``; output ``(B, T, D)``; weights ``(B, H, T, S)``.
+        ``(B, H, T, S)``; positions ``(T,)`` or ``(B, T)``; output ``(B, T, D)``; weights
+        ``(B, H, T, S)``.
     """
 
     def __init__(
@@ -261,29 +301,58 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         attention: str = "dot",
+        num_kv_heads: int | None = None,
+        position: RotaryEmbedding | ALiBi | None = None,
     ) -> None:
         super().__init__()
         if d_model % num_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+        kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if kv_heads <= 0 or num_heads % kv_heads:
+            raise ValueError(f"num_kv_heads ({kv_heads}) must divide num_heads ({num_heads})")
         self.d_model = d_model
         self.num_heads = num_heads
+        self.num_kv_heads = kv_heads
         self.head_dim = d_model // num_heads
+        self.kv_dim = kv_heads * self.head_dim
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, self.kv_dim, bias=bias)
+        self.v_proj = nn.Linear(d_model, self.kv_dim, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.additive = AdditiveScore(num_heads, self.head_dim) if attention == "additive" else None
+        if position is not None and not isinstance(position, (RotaryEmbedding, ALiBi)):
+            raise ValueError(f"position must be a RotaryEmbedding or ALiBi, got {type(position)}")
+        if isinstance(position, RotaryEmbedding) and position.head_dim != self.head_dim:
+            raise ValueError(f"rotary head_dim {position.head_dim} != head_dim {self.head_dim}")
+        if isinstance(position, ALiBi) and position.slopes.numel() != num_heads:
+            raise ValueError(f"ALiBi has {position.slopes.numel()} slopes for {num_heads} heads")
+        self.rotary = position if isinstance(position, RotaryEmbedding) else None
+        self.alibi = position if isinstance(position, ALiBi) else None
 
-    def _split(self, x: Tensor) -> Tensor:
+    def _split(self, x: Tensor, heads: int) -> Tensor:
         B, L, _ = x.shape
-        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+        return x.view(B, L, heads, self.head_dim).transpose(1, 2)  # (B, heads, L, Dh)
+
+    def _expand(self, x: Tensor) -> Tensor:
+        """``(B, Hkv, S, Dh)`` -> ``(B, H, S, Dh)``: query head h reads KV head ``h // (H / Hkv)``
+        (Hugging Face's ``repeat_kv``).
+
+        Repeated here rather than through SDPA's ``enable_gqa``: that flag narrows the CUDA kernels
+        (no memory-efficient one, so masked attention falls back to the math kernel), while one copy
+        of the keys/values works with every kernel, the reference path and additive scoring alike.
+        """
+        groups = self.num_heads // self.num_kv_heads
+        if groups == 1:
+            return x
+        B, Hkv, S, Dh = x.shape
+        return x[:, :, None].expand(B, Hkv, groups, S, Dh).reshape(B, Hkv * groups, S, Dh)
 
     def _qkv_weights(self) -> tuple[Tensor, Tensor | None]:
-        """``[W_q; W_k; W_v]`` (3D, D) and the concatenated biases (3D,) or None."""
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
+        """``[W_q; W_k; W_v]`` (D + 2·Hkv·Dh, D) and the concatenated biases, or None."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
         bias = None
         if self.q_proj.bias is not None:
             bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
@@ -303,15 +372,16 @@ class MultiHeadAttention(nn.Module):
             if cache.qkv_weights is None:
                 cache.qkv_weights = self._qkv_weights()
             weights = cache.qkv_weights
-        q, k, v = F.linear(x, *weights).chunk(3, dim=-1)  # 3 x (B, T, D)
+        sizes = [self.d_model, self.kv_dim, self.kv_dim]
+        q, k, v = F.linear(x, *weights).split(sizes, dim=-1)  # (B, T, D), 2 x (B, T, Hkv·Dh)
         return q, k, v
 
     def _project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        weight = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2D, D)
+        weight = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2·Hkv·Dh, D)
         bias = None
         if self.k_proj.bias is not None:
             bias = torch.cat([self.k_proj.bias, self.v_proj.bias])
-        k, v = F.linear(x, weight, bias).chunk(2, dim=-1)  # 2 x (B, S, D)
+        k, v = F.linear(x, weight, bias).chunk(2, dim=-1)  # 2 x (B, S, Hkv·Dh)
         return k, v
 
     # ---- one cached decoding step, lean --------------------------------------------------------
@@ -324,23 +394,31 @@ class MultiHeadAttention(nn.Module):
     # ``(B, H, 1, Dh)`` is exactly the split into heads (no transpose needed), and back. Weights
     # must not change while the cache is in use (true of decoding).
 
-    def self_step(self, cache: KVCache) -> Callable[[Tensor, Tensor | None], Tensor]:
-        """``step(x (B, D), key_mask (B, S) | None) -> (B, D)``: causal self-attention of one new
-        token per row over the cache and itself. ``key_mask`` marks real tokens among cached + new
-        ones (left-padded GPT batches); the new token is always real, so no row is empty."""
+    def self_step(self, cache: KVCache) -> Callable[..., Tensor]:
+        """``step(x (B, D), key_mask (B, S) | None, positions (B, 1) | None = None) -> (B, D)``:
+        causal self-attention of one new token per row over the cache and itself. ``key_mask``
+        marks real tokens among cached + new ones (left-padded GPT batches); the new token is always
+        real, so no row is empty. ``positions``: the new token's position per row (rotary; default
+        the cache's length)."""
         if cache.qkv_weights is None:  # a prompt run through forward() may have built them
             cache.qkv_weights = self._qkv_weights()
         w_qkv, b_qkv = cache.qkv_weights
         w_out, b_out = self.out_proj.weight, self.out_proj.bias
-        H, Dh, D = self.num_heads, self.head_dim, self.d_model
-        append = cache.append
+        H, Hkv, Dh, D = self.num_heads, self.num_kv_heads, self.head_dim, self.d_model
+        sizes = [D, self.kv_dim, self.kv_dim]
+        append, expand, rotary, alibi = cache.append, self._expand, self.rotary, self.alibi
 
-        def step(x: Tensor, key_mask: Tensor | None) -> Tensor:
+        def step(x: Tensor, key_mask: Tensor | None, positions: Tensor | None = None) -> Tensor:
             B = x.shape[0]
-            q, k, v = F.linear(x, w_qkv, b_qkv).view(B, 3, H, 1, Dh).unbind(1)  # (B, H, 1, Dh)
-            k, v = append(k, v)
+            q, k, v = F.linear(x, w_qkv, b_qkv).split(sizes, dim=-1)
+            q, k, v = q.view(B, H, 1, Dh), k.view(B, Hkv, 1, Dh), v.view(B, Hkv, 1, Dh)
+            if rotary is not None:
+                q, k = rotary(q, k, positions, cache.length)
+            k, v = append(k, v)  # (B, Hkv, S, Dh)
             mask = None if key_mask is None else key_mask[:, None, None, :]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # sees every key
+            if alibi is not None:
+                mask = float_mask(alibi(1, k.shape[-2]), mask, q.dtype)  # (B | 1, H, 1, S)
+            out = F.scaled_dot_product_attention(q, expand(k), expand(v), attn_mask=mask)
             return F.linear(out.reshape(B, D), w_out, b_out)
 
         return step
@@ -351,14 +429,16 @@ class MultiHeadAttention(nn.Module):
         """``step(x (B, D), key_mask (B, S) | None) -> (B, D)``: cross-attention of one query per
         row to the source, whose keys and values are computed from ``memory`` now (unless
         ``cache`` has them) and cached. ``key_mask`` is None when every source token is real."""
+        Hkv = self.num_kv_heads
         if cache.is_empty:
             if memory is None:
                 raise ValueError("cross-attention needs `memory` until its cache is filled")
             k, v = self._project_kv(memory)
-            cache.set(self._split(k), self._split(v))
+            cache.set(self._split(k, Hkv), self._split(v, Hkv))
         w_q, b_q = self.q_proj.weight, self.q_proj.bias
         w_out, b_out = self.out_proj.weight, self.out_proj.bias
         H, Dh, D = self.num_heads, self.head_dim, self.d_model
+        expand = self._expand
 
         def step(x: Tensor, key_mask: Tensor | None) -> Tensor:
             B = x.shape[0]
@@ -367,7 +447,7 @@ class MultiHeadAttention(nn.Module):
             mask, row_ok = _guard_empty_rows(
                 None if key_mask is None else key_mask[:, None, None, :]
             )
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, expand(k), expand(v), attn_mask=mask)
             if row_ok is not None:
                 out = out * row_ok
             return F.linear(out.reshape(B, D), w_out, b_out)
@@ -385,6 +465,7 @@ class MultiHeadAttention(nn.Module):
         need_weights: bool = False,
         cache: KVCache | None = None,
         window: int | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from ``query`` to ``key``/``value`` (to ``query`` itself when ``key`` is None).
 
@@ -400,20 +481,28 @@ class MultiHeadAttention(nn.Module):
                 (cross-attention) cache computes them from ``key`` on first use and reuses them after.
             window: truncated self-attention: each query sees keys within this many positions
                 (causal: only earlier ones). Runs the O(T·w) kernel of :mod:`aiayn.local_attention`
-                when it can (dot scoring, no cache, no weights, no extra mask); otherwise the same
-                window as a mask (:func:`aiayn.masks.make_local_mask`).
+                when it can (dot scoring, no cache, no weights, no extra mask, no ALiBi); otherwise
+                the same window as a mask (:func:`aiayn.masks.make_local_mask`).
+            positions: ``(T,)`` or ``(B, T)`` positions of the query tokens, for rotary self-attention
+                (left-padded rows count from their first real token). Default: following the cache.
 
         Returns:
             ``(output (B, T, D), weights (B, H, T, S) or None)``.
         """
         B, T, _ = query.shape
+        H, Hkv = self.num_heads, self.num_kv_heads
         static = cache is not None and cache.static
-        if key is None and not static:  # self-attention
-            q, k, v = (self._split(x) for x in self._project_qkv(query, cache))  # 3 x (B, H, T, Dh)
+        is_self = key is None and not static
+        if is_self:
+            q, k, v = self._project_qkv(query, cache)
+            # (B, H, T, Dh) queries, (B, Hkv, T, Dh) keys and values
+            q, k, v = self._split(q, H), self._split(k, Hkv), self._split(v, Hkv)
+            if self.rotary is not None:  # before caching: cached keys keep their own positions
+                q, k = self.rotary(q, k, positions, 0 if cache is None else cache.length)
             if cache is not None:
-                k, v = cache.append(k, v)  # (B, H, S, Dh), S = cached + T
+                k, v = cache.append(k, v)  # (B, Hkv, S, Dh), S = cached + T
         else:
-            q = self._split(self.q_proj(query))  # (B, H, T, Dh)
+            q = self._split(self.q_proj(query), H)  # (B, H, T, Dh)
             if static and not cache.is_empty:
                 k, v = cache.get()
             elif key is None:
@@ -423,13 +512,17 @@ class MultiHeadAttention(nn.Module):
                     k, v = self._project_kv(key)
                 else:
                     k, v = self.k_proj(key), self.v_proj(value)
-                k, v = self._split(k), self._split(v)  # (B, H, S, Dh)
+                k, v = self._split(k, Hkv), self._split(v, Hkv)  # (B, Hkv, S, Dh)
                 if cache is not None:
                     cache.set(k, v)
+        bias = None
+        if is_self and self.alibi is not None:
+            bias = self.alibi(T, k.shape[-2])  # (H, T, S)
+        k, v = self._expand(k), self._expand(v)  # (B, H, S, Dh)
 
         dropout_p = self.dropout if self.training else 0.0
         if window is not None:
-            local = key is None and cache is None and attn_mask is None
+            local = key is None and cache is None and attn_mask is None and bias is None
             if local and self.additive is None and not need_weights:
                 out = local_attention(
                     q, k, v, window, is_causal, key_mask, dropout_p
@@ -442,11 +535,20 @@ class MultiHeadAttention(nn.Module):
             attn_mask,
         )
         if self.additive is not None:
-            out, weights = additive_attention(q, k, v, self.additive, mask, is_causal, dropout_p)
+            out, weights = additive_attention(
+                q, k, v, self.additive, mask, is_causal, dropout_p, bias=bias
+            )
             weights = weights if need_weights else None
         else:
             out, weights = scaled_dot_product_attention(
-                q, k, v, mask, is_causal=is_causal, dropout_p=dropout_p, need_weights=need_weights
+                q,
+                k,
+                v,
+                mask,
+                is_causal=is_causal,
+                dropout_p=dropout_p,
+                need_weights=need_weights,
+                bias=bias,
             )
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, D): concatenate heads
         return self.out_proj(out), weights

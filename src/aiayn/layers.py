@@ -7,6 +7,11 @@ Each sublayer is wrapped in a residual connection and LayerNorm (paper section 3
 * post-norm (``norm_first=False``, the paper): ``x = LayerNorm(x + Dropout(Sublayer(x)))``
 * pre-norm (``norm_first=True``, GPT-2 and most modern models): ``x = x + Dropout(Sublayer(LayerNorm(x)))``
 
+The choices that came after 2017 are explicit arguments: ``norm="rmsnorm"`` (Zhang & Sennrich, 2019:
+rescale by the root mean square, no centring, no bias), gated FFNs (``activation="swiglu"|"geglu"``,
+Shazeer 2020), grouped-query attention (``num_kv_heads``) and positions inside self-attention
+(``position``: rotary or ALiBi, see :mod:`aiayn.positional`).
+
 Stacks are built with a loop of fresh modules, never by deep-copying one layer, so layers start different.
 """
 
@@ -14,12 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import config as cfg
 from .attention import KVCache, LayerCache, MultiHeadAttention
 from .dropout import Dropout
+from .positional import POSITIONAL_KINDS, ROTARY_LAYOUTS, ALiBi, RotaryEmbedding
 
 # functools.partial, not a lambda: modules holding the function must stay picklable and copyable.
 ACTIVATIONS = {
@@ -27,48 +36,122 @@ ACTIVATIONS = {
     "gelu": F.gelu,
     "gelu_tanh": partial(F.gelu, approximate="tanh"),
     "silu": F.silu,  # a.k.a. swish; Marian's default
+    # Gated FFNs (Shazeer, 2020): the function applied to the gate. Outside an FFN (BERT's MLM
+    # head) the name stands for that function alone.
+    "swiglu": F.silu,  # Llama, PaLM
+    "geglu": F.gelu,  # the exact (erf) GELU
 }
+#: Activations that make :class:`FeedForward` gated: ``W_2 (act(W_1 x) * W_3 x)``.
+GATED_ACTIVATIONS = ("swiglu", "geglu")
+NORM_KINDS = ("layernorm", "rmsnorm")
 
 
 def get_activation(name: str):
-    """The activation function named ``name`` (``relu``, ``gelu``, ``gelu_tanh``, ``silu``)."""
+    """The activation function named ``name`` (see ``ACTIVATIONS``; a gated name gives its gate's)."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
 
 
+def ffn_width(d_model: int, d_ff: int | None, activation: str) -> int:
+    """The FFN's inner width F: ``d_ff`` when given; otherwise the activation's rule.
+
+    Plain FFNs: 4·D (the paper). Gated FFNs have three matrices instead of two, so Llama (Touvron et
+    al., 2023) takes 2/3 of 4·D, keeping the parameter count, rounded up to a multiple of 256 for
+    the matmul kernels: ``256 · ceil(int(8·D / 3) / 256)`` (D = 4096 -> 11008).
+    """
+    if d_ff is not None:
+        return d_ff
+    if activation in GATED_ACTIVATIONS:
+        return 256 * -(-int(2 * 4 * d_model / 3) // 256)
+    return 4 * d_model
+
+
+def check_block_fields(config: Any) -> None:
+    """Validate the block fields model configs share (``__post_init__``); a ConfigError each.
+
+    Reads ``d_model``, ``num_heads``, ``d_ff``, ``activation``, ``norm``, ``num_kv_heads`` and, where
+    the config has them, ``positional``, ``rotary_layout`` and ``rotary_base``.
+    """
+    c, check = config, cfg.check
+    check(c.d_ff is None or c.d_ff > 0, f"d_ff must be > 0 or None, got {c.d_ff}")
+    check(c.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
+    check(c.norm in NORM_KINDS, f"norm must be one of {NORM_KINDS}, got {c.norm!r}")
+    check(
+        c.num_kv_heads is None or (c.num_kv_heads > 0 and c.num_heads % c.num_kv_heads == 0),
+        f"num_kv_heads ({c.num_kv_heads}) must divide num_heads ({c.num_heads}), or be None",
+    )
+    positional = getattr(c, "positional", "learned")
+    check(positional in POSITIONAL_KINDS, f"positional must be one of {POSITIONAL_KINDS}")
+    if not hasattr(c, "rotary_layout"):
+        return
+    check(c.rotary_layout in ROTARY_LAYOUTS, f"rotary_layout must be one of {ROTARY_LAYOUTS}")
+    check(c.rotary_base > 1, f"rotary_base must be > 1, got {c.rotary_base}")
+    check(
+        positional != "rotary" or (c.d_model // c.num_heads) % 2 == 0,
+        f"rotary positions need an even head dimension, got {c.d_model // c.num_heads}",
+    )
+
+
+def make_norm(kind: str, d_model: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
+    """``nn.LayerNorm`` (``"layernorm"``) or ``nn.RMSNorm`` (``"rmsnorm"``; it has no bias)."""
+    if kind == "layernorm":
+        return nn.LayerNorm(d_model, eps=eps, bias=bias)
+    if kind == "rmsnorm":
+        return nn.RMSNorm(d_model, eps=eps)
+    raise ValueError(f"norm must be one of {NORM_KINDS}, got {kind!r}")
+
+
+def _norm_function(layer: nn.Module):
+    """``layer``'s arithmetic as a plain function of its captured weights (the lean decoding step)."""
+    shape, weight, eps = layer.normalized_shape, layer.weight, layer.eps
+    if isinstance(layer, nn.RMSNorm):
+        return lambda h: F.rms_norm(h, shape, weight, eps)
+    bias = layer.bias
+    return lambda h: F.layer_norm(h, shape, weight, bias, eps)
+
+
 class FeedForward(nn.Module):
     """Position-wise feed-forward network (section 3.3): ``FFN(x) = W_2 act(W_1 x + b_1) + b_2``.
 
     Applied to every position separately and identically. ReLU in the paper; GELU in BERT/GPT/ViT.
+    Gated (``swiglu``, ``geglu``; Shazeer, 2020): ``W_2 (act(W_1 x) * W_3 x)``, with ``linear1`` the
+    gate (Llama's ``w1``/``gate_proj``), ``linear3`` the linear branch (``w3``/``up_proj``) and
+    ``linear2`` the output (``w2``/``down_proj``).
 
     Args:
         d_model: D.
-        d_ff: F, the inner width (4·D in the paper).
-        dropout: dropout after the activation.
-        activation: ``relu``, ``gelu``, ``gelu_tanh`` or ``silu``.
-        bias: biases on both linear maps.
+        d_ff: F, the inner width; None = :func:`ffn_width`'s rule (4·D, or Llama's for gated ones).
+        dropout: dropout after the activation (after the gating product when gated).
+        activation: a name in ``ACTIVATIONS``.
+        bias: biases on the linear maps.
     """
 
     def __init__(
         self,
         d_model: int,
-        d_ff: int,
+        d_ff: int | None,
         dropout: float = 0.0,
         activation: str = "relu",
         bias: bool = True,
     ) -> None:
         super().__init__()
+        d_ff = ffn_width(d_model, d_ff, activation)
         self.activation_name = activation
         self.activation = get_activation(activation)
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+        gated = activation in GATED_ACTIVATIONS
+        self.linear3 = nn.Linear(d_model, d_ff, bias=bias) if gated else None
         self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, T, D)`` -> ``(B, T, D)``."""
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+        h = self.activation(self.linear1(x))  # (B, T, F)
+        if self.linear3 is not None:
+            h = h * self.linear3(x)
+        return self.linear2(self.dropout(h))
 
 
 class EncoderLayer(nn.Module):
@@ -81,12 +164,16 @@ class EncoderLayer(nn.Module):
         dropout: residual and FFN dropout.
         activation: FFN activation.
         norm_first: pre-norm when True, post-norm (the paper) when False.
-        bias: biases in attention and FFN.
-        layer_norm_eps: LayerNorm epsilon (1e-5 like torch; BERT uses 1e-12).
+        bias: biases in attention, FFN and LayerNorms.
+        layer_norm_eps: LayerNorm (or RMSNorm) epsilon (1e-5 like torch; BERT uses 1e-12).
         attention: ``dot`` or ``additive`` scoring.
         attention_dropout: dropout on the attention weights; None = ``dropout`` (as torch.nn does).
             The paper drops only sublayer outputs and embeddings; on a CPU, weight dropout also
             forces attention off the fused kernel.
+        num_kv_heads: key/value heads of the self-attention (grouped-query); None = ``num_heads``.
+        norm: ``layernorm`` or ``rmsnorm``.
+        position: rotary or ALiBi positions for the self-attention (see
+            :class:`~aiayn.attention.MultiHeadAttention`); None when positions are in the embeddings.
     """
 
     def __init__(
@@ -101,14 +188,19 @@ class EncoderLayer(nn.Module):
         layer_norm_eps: float = 1e-5,
         attention: str = "dot",
         attention_dropout: float | None = None,
+        num_kv_heads: int | None = None,
+        norm: str = "layernorm",
+        position: RotaryEmbedding | ALiBi | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
         attn_p = dropout if attention_dropout is None else attention_dropout
-        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, attn_p, bias, attention, num_kv_heads, position
+        )
         self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm1 = make_norm(norm, d_model, layer_norm_eps, bias)
+        self.norm2 = make_norm(norm, d_model, layer_norm_eps, bias)
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
 
@@ -119,10 +211,12 @@ class EncoderLayer(nn.Module):
         attn_mask: Tensor | None = None,
         need_weights: bool = False,
         window: int | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and optional weights ``(B, H, S, S)``.
 
-        ``window`` makes the self-attention local (see :class:`~aiayn.attention.MultiHeadAttention`).
+        ``window`` makes the self-attention local (see :class:`~aiayn.attention.MultiHeadAttention`);
+        ``positions`` ``(S,)`` or ``(B, S)`` are for rotary self-attention (default ``0 .. S - 1``).
         """
         if self.norm_first:
             attn, weights = self.self_attn(
@@ -131,12 +225,18 @@ class EncoderLayer(nn.Module):
                 attn_mask=attn_mask,
                 need_weights=need_weights,
                 window=window,
+                positions=positions,
             )
             x = x + self.dropout1(attn)
             x = x + self.dropout2(self.ffn(self.norm2(x)))
         else:
             attn, weights = self.self_attn(
-                x, key_mask=key_mask, attn_mask=attn_mask, need_weights=need_weights, window=window
+                x,
+                key_mask=key_mask,
+                attn_mask=attn_mask,
+                need_weights=need_weights,
+                window=window,
+                positions=positions,
             )
             x = self.norm1(x + self.dropout1(attn))
             x = self.norm2(x + self.dropout2(self.ffn(x)))
@@ -148,7 +248,8 @@ class DecoderLayer(nn.Module):
 
     With ``cross_attention=False`` this is GPT's block: the decoder without the encoder.
 
-    Args: as :class:`EncoderLayer`, plus
+    Args: as :class:`EncoderLayer` (``num_kv_heads`` applies to both attentions, ``position`` to
+    the self-attention only), plus
         cross_attention: include the encoder-decoder attention sublayer.
     """
 
@@ -165,20 +266,28 @@ class DecoderLayer(nn.Module):
         attention: str = "dot",
         cross_attention: bool = True,
         attention_dropout: float | None = None,
+        num_kv_heads: int | None = None,
+        norm: str = "layernorm",
+        position: RotaryEmbedding | ALiBi | None = None,
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
         attn_p = dropout if attention_dropout is None else attention_dropout
-        self.self_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, attn_p, bias, attention, num_kv_heads, position
+        )
+        self.norm1 = make_norm(norm, d_model, layer_norm_eps, bias)
         self.dropout1 = Dropout(dropout)
         self.cross_attn: MultiHeadAttention | None = None
         if cross_attention:
-            self.cross_attn = MultiHeadAttention(d_model, num_heads, attn_p, bias, attention)
-            self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+            # No positions in cross-attention: a source and a target position have no distance.
+            self.cross_attn = MultiHeadAttention(
+                d_model, num_heads, attn_p, bias, attention, num_kv_heads
+            )
+            self.norm2 = make_norm(norm, d_model, layer_norm_eps, bias)
             self.dropout2 = Dropout(dropout)
         self.ffn = FeedForward(d_model, d_ff, dropout, activation, bias)
-        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm3 = make_norm(norm, d_model, layer_norm_eps, bias)
         self.dropout3 = Dropout(dropout)
 
     def forward(
@@ -192,6 +301,7 @@ class DecoderLayer(nn.Module):
         cache: LayerCache | None = None,
         need_weights: bool = False,
         window: int | None = None,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """One decoder layer.
 
@@ -206,6 +316,8 @@ class DecoderLayer(nn.Module):
             cache: this layer's KV caches for incremental decoding.
             need_weights: return self- and cross-attention weights.
             window: local (truncated) self-attention window, or None for full attention.
+            positions: ``(T,)`` or ``(B, T)`` positions of the new tokens for rotary self-attention
+                (left-padded GPT rows count from their first real token); default: after the cache.
 
         Returns:
             ``(x (B, T, D), self weights (B, H, T, T_total) or None, cross weights (B, H, T, S) or None)``.
@@ -220,7 +332,8 @@ class DecoderLayer(nn.Module):
             and is_causal
             and self.self_attn.additive is None
         ):
-            return self._decode_step(x, memory, key_mask, memory_key_mask, cache), None, None
+            step = self._decode_step(x, memory, key_mask, memory_key_mask, cache, positions)
+            return step, None, None
         self_cache = None if cache is None else cache.self_attn
         cross_cache = None if cache is None else cache.cross_attn
 
@@ -233,6 +346,7 @@ class DecoderLayer(nn.Module):
                 need_weights=need_weights,
                 cache=self_cache,
                 window=window,
+                positions=positions,
             )
             return self.dropout1(out), w
 
@@ -266,24 +380,20 @@ class DecoderLayer(nn.Module):
         key_mask: Tensor | None,
         memory_key_mask: Tensor | None,
         cache: LayerCache,
+        positions: Tensor | None = None,
     ) -> Tensor:
         """One cached decoding step ``(B, 1, D)`` in eval mode through the cache's lean step
         function (built on first use by :meth:`_make_step`)."""
         if cache.step is None:
             cache.step = self._make_step(cache, memory)
         B, _, D = x.shape
-        return cache.step(x.reshape(B, D), key_mask, memory_key_mask).view(B, 1, D)
+        return cache.step(x.reshape(B, D), key_mask, memory_key_mask, positions).view(B, 1, D)
 
     def _make_step(self, cache: LayerCache, memory: Tensor | None):
         """The arithmetic of :meth:`forward` for one token per row in eval mode (dropout is the
         identity), on ``(B, D)`` rows, with the weights captured once as tensors: in a decoding
         loop at small batch sizes, module dispatch and attribute look-ups cost more than the
         matrix-vector products."""
-
-        def norm_fn(layer: nn.LayerNorm):
-            shape, weight, bias, eps = layer.normalized_shape, layer.weight, layer.bias, layer.eps
-            return lambda h: F.layer_norm(h, shape, weight, bias, eps)
-
         f = self.ffn
         act, w1, b1, w2, b2 = (
             f.activation,
@@ -292,29 +402,50 @@ class DecoderLayer(nn.Module):
             f.linear2.weight,
             f.linear2.bias,
         )
-        norm1, norm3 = norm_fn(self.norm1), norm_fn(self.norm3)
+        norm1, norm3 = _norm_function(self.norm1), _norm_function(self.norm3)
         self_attn = self.self_attn.self_step(cache.self_attn)
         cross_attn = norm2 = None
         if self.cross_attn is not None:
             assert cache.cross_attn is not None
             cross_attn = self.cross_attn.cross_step(cache.cross_attn, memory)
-            norm2 = norm_fn(self.norm2)
+            norm2 = _norm_function(self.norm2)
 
-        def ffn(h: Tensor) -> Tensor:
-            return F.linear(act(F.linear(h, w1, b1)), w2, b2)
+        if f.linear3 is None:
+
+            def ffn(h: Tensor) -> Tensor:
+                return F.linear(act(F.linear(h, w1, b1)), w2, b2)
+
+        else:
+            # Gate and linear branch as one matmul over [W_1; W_3], concatenated once per cache.
+            w13 = torch.cat([w1, f.linear3.weight])  # (2F, D)
+            b13 = None if b1 is None else torch.cat([b1, f.linear3.bias])
+
+            def ffn(h: Tensor) -> Tensor:
+                gate, up = F.linear(h, w13, b13).chunk(2, dim=-1)  # 2 x (B, F)
+                return F.linear(act(gate) * up, w2, b2)
 
         if self.norm_first:
 
-            def step(x: Tensor, key_mask: Tensor | None, memory_key_mask: Tensor | None) -> Tensor:
-                x = x + self_attn(norm1(x), key_mask)
+            def step(
+                x: Tensor,
+                key_mask: Tensor | None,
+                memory_key_mask: Tensor | None,
+                positions: Tensor | None = None,
+            ) -> Tensor:
+                x = x + self_attn(norm1(x), key_mask, positions)
                 if cross_attn is not None:
                     x = x + cross_attn(norm2(x), memory_key_mask)
                 return x + ffn(norm3(x))
 
         else:
 
-            def step(x: Tensor, key_mask: Tensor | None, memory_key_mask: Tensor | None) -> Tensor:
-                x = norm1(x + self_attn(x, key_mask))
+            def step(
+                x: Tensor,
+                key_mask: Tensor | None,
+                memory_key_mask: Tensor | None,
+                positions: Tensor | None = None,
+            ) -> Tensor:
+                x = norm1(x + self_attn(x, key_mask, positions))
                 if cross_attn is not None:
                     x = norm2(x + cross_attn(x, memory_key_mask))
                 return norm3(x + ffn(x))
@@ -344,14 +475,25 @@ class Encoder(nn.Module):
         self.attention_window = attention_window
 
     def forward(
-        self, x: Tensor, key_mask: Tensor | None = None, need_weights: bool = False
+        self,
+        x: Tensor,
+        key_mask: Tensor | None = None,
+        need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
-        """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and per-layer weights when asked."""
+        """``x (B, S, D)``, ``key_mask (B, S)`` -> ``(B, S, D)`` and per-layer weights when asked.
+
+        ``positions`` ``(S,)`` or ``(B, S)``: for rotary self-attention (default ``0 .. S - 1``).
+        """
         weights = []
         for layer in self.layers:
             # The window goes to the attention itself, which runs the O(T·w) local kernel.
             x, w = layer(
-                x, key_mask=key_mask, need_weights=need_weights, window=self.attention_window
+                x,
+                key_mask=key_mask,
+                need_weights=need_weights,
+                window=self.attention_window,
+                positions=positions,
             )
             if need_weights:
                 weights.append(w)
@@ -392,6 +534,7 @@ class Decoder(nn.Module):
         memory_key_mask: Tensor | None = None,
         cache: list[LayerCache] | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Run the stack.
 
@@ -403,6 +546,8 @@ class Decoder(nn.Module):
             memory_key_mask: ``(B, S)`` True for real source tokens.
             cache: from :meth:`new_cache`, updated in place.
             need_weights: collect per-layer self- and cross-attention weights.
+            positions: ``(T,)`` or ``(B, T)`` positions of the new tokens, for rotary
+                self-attention; default: following the cache.
 
         Returns:
             ``(x (B, T, D), self weights per layer, cross weights per layer)``.
@@ -417,6 +562,7 @@ class Decoder(nn.Module):
                 cache=None if cache is None else cache[i],
                 need_weights=need_weights,
                 window=self.attention_window,
+                positions=positions,
             )
             if need_weights:
                 self_weights.append(sw)

@@ -160,12 +160,23 @@ def hf_config(config: GPTConfig, **extra: Any) -> Any:
     """The ``transformers.GPT2Config`` equivalent of an aiayn :class:`GPTConfig`.
 
     Raises:
-        AiaynError: the model has no biases (GPT-2 always has them).
+        AiaynError: the model has no biases (GPT-2 always has them), or uses a block GPT-2 lacks.
     """
     from transformers import GPT2Config
 
     if not config.bias:
         raise AiaynError("GPT-2 has biases everywhere; a bias=False model cannot be exported")
+    if (
+        config.positional != "learned"
+        or config.norm != "layernorm"
+        or config.num_kv_heads not in (None, config.num_heads)
+        or config.activation not in _HF_ACTIVATION
+        or config.d_ff is None
+    ):
+        raise AiaynError(
+            "GPT-2 needs learned positions, LayerNorm, full multi-head attention, a relu/gelu FFN "
+            "and an explicit d_ff; for rotary/RMSNorm/GQA/SwiGLU models see aiayn.interop.llama"
+        )
     if config.vocab_size <= 50256:  # GPT-2's <|endoftext|> (50256) is not in this vocabulary
         extra = {"bos_token_id": None, "eos_token_id": None, **extra}
     return GPT2Config(

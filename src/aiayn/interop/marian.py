@@ -120,6 +120,8 @@ def to_hf_marian(model: Transformer, bos_id: int = 1, eos_id: int = 2) -> Any:
         problems.append("needs tie_output, biases and a relu/gelu/silu FFN")
     if c.attention != "dot" or c.attention_window is not None:
         problems.append("needs full dot-product attention")
+    if c.norm != "layernorm" or c.num_kv_heads not in (None, c.num_heads) or c.d_ff is None:
+        problems.append("needs LayerNorm, full multi-head attention and an explicit d_ff")
     if problems:
         raise ConfigError("cannot export to Marian: " + "; ".join(problems))
     hf_config = MarianConfig(

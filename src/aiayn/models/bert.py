@@ -32,9 +32,9 @@ from .. import config as cfg
 from ..attention import ATTENTION_KINDS
 from ..dropout import Dropout
 from ..init import INIT_SCHEMES, init_weights
-from ..layers import ACTIVATIONS, Encoder, EncoderLayer, get_activation
+from ..layers import Encoder, EncoderLayer, check_block_fields, get_activation, make_norm
 from ..masks import make_padding_mask
-from ..positional import LearnedPositionalEmbedding
+from ..positional import make_attention_positions, make_positional
 
 __all__ = [
     "PRESETS",
@@ -54,23 +54,31 @@ class BertConfig:
         vocab_size: V.
         d_model: D (``hidden_size``).
         num_heads: H.
-        d_ff: FFN inner width (``intermediate_size``).
+        d_ff: FFN inner width (``intermediate_size``); None = the activation's rule
+            (:func:`aiayn.layers.ffn_width`).
         num_layers: encoder layers.
         max_len: learned positions (``max_position_embeddings``).
         type_vocab_size: segments (2: sentence A and sentence B).
         dropout: on embeddings, sublayer outputs and inside the FFN (``hidden_dropout_prob``).
         attention_dropout: on attention weights (``attention_probs_dropout_prob``).
-        activation: FFN and MLM-head activation; ``gelu`` is BERT's exact erf GELU.
-        layer_norm_eps: LayerNorm epsilon (1e-12 in BERT).
+        activation: FFN and MLM-head activation; ``gelu`` is BERT's exact erf GELU. A gated one
+            (``swiglu``, ``geglu``) gates the FFN; the MLM head then uses its gate's function.
+        layer_norm_eps: LayerNorm (or RMSNorm) epsilon (1e-12 in BERT).
         pooler: include the ``[CLS]`` pooler (``tanh(W h_0 + b)``).
         init: weight initialisation (``bert``: N(0, 0.02)).
         pad_id: padding id (no gradient to its embedding; default key mask).
+        positional: ``learned`` (BERT), ``sinusoidal``, or inside self-attention ``rotary`` or
+            ``alibi`` (symmetric, as suits an encoder); the last two add no position embedding.
+        num_kv_heads: key/value heads (grouped-query attention); None = num_heads.
+        norm: ``layernorm`` (BERT) or ``rmsnorm``, for every normalisation in the model.
+        rotary_layout: with ``positional="rotary"``: ``half`` or ``interleaved`` channel pairs.
+        rotary_base: with ``positional="rotary"``: the frequency base.
     """
 
     vocab_size: int = 30522
     d_model: int = 768
     num_heads: int = 12
-    d_ff: int = 3072
+    d_ff: int | None = 3072
     num_layers: int = 12
     max_len: int = 512
     type_vocab_size: int = 2
@@ -83,19 +91,23 @@ class BertConfig:
     attention_window: int | None = None
     init: str = "bert"
     pad_id: int = 0
+    positional: str = "learned"
+    num_kv_heads: int | None = None
+    norm: str = "layernorm"
+    rotary_layout: str = "half"
+    rotary_base: float = 10000.0
 
     def __post_init__(self) -> None:
         check = cfg.check
         check(self.vocab_size > 0, f"vocab_size must be > 0, got {self.vocab_size}")
         check(self.d_model > 0 and self.num_heads > 0, "d_model and num_heads must be > 0")
         check(self.d_model % self.num_heads == 0, "d_model must be divisible by num_heads")
-        check(self.d_ff > 0, "d_ff must be > 0")
+        check_block_fields(self)
         check(self.num_layers > 0, "num_layers must be > 0")
         check(self.max_len > 0, "max_len must be > 0")
         check(self.type_vocab_size > 0, "type_vocab_size must be > 0")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
-        check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
         check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
         check(
@@ -163,9 +175,18 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
-        self.pos_emb = LearnedPositionalEmbedding(c.max_len, c.d_model)
+        # None with rotary/ALiBi, whose positions live in self-attention (attn_pos) instead.
+        self.pos_emb = make_positional(c.positional, c.d_model, c.max_len)
+        self.attn_pos = make_attention_positions(
+            c.positional,
+            c.num_heads,
+            c.d_model // c.num_heads,
+            c.rotary_layout,
+            c.rotary_base,
+            c.max_len,
+        )
         self.seg_emb = nn.Embedding(c.type_vocab_size, c.d_model)
-        self.emb_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.emb_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps)
         self.dropout = Dropout(c.dropout)
         self.encoder = Encoder(
             (
@@ -179,6 +200,9 @@ class BertModel(nn.Module):
                     layer_norm_eps=c.layer_norm_eps,
                     attention_dropout=c.attention_dropout,
                     attention=c.attention,
+                    num_kv_heads=c.num_kv_heads,
+                    norm=c.norm,
+                    position=self.attn_pos,
                 )
                 for _ in range(c.num_layers)
             ),
@@ -194,7 +218,9 @@ class BertModel(nn.Module):
             x = x + self.seg_emb.weight[0]  # every token in segment A
         else:
             x = x + self.seg_emb(segment_ids)
-        return self.dropout(self.emb_norm(self.pos_emb(x)))
+        if self.pos_emb is not None:
+            x = self.pos_emb(x)
+        return self.dropout(self.emb_norm(x))
 
     def key_mask(self, input_ids: Tensor, key_mask: Tensor | None) -> Tensor | None:
         """The key mask to attend with: given or derived from ``pad_id``; None when nothing is padding.
@@ -263,7 +289,7 @@ class MaskedLMHead(nn.Module):
         c = config
         self.dense = nn.Linear(c.d_model, c.d_model)
         self.activation = get_activation(c.activation)
-        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.norm = make_norm(c.norm, c.d_model, c.layer_norm_eps)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size)  # weight tied by the owner
 
     def forward(self, hidden: Tensor) -> Tensor:

@@ -12,6 +12,11 @@ tanh-approximated GELU, stacked in :class:`aiayn.layers.Decoder`: the same code 
 decoder, without the encoder. With GPT-2's hyper-parameters (the ``gpt2*`` presets) the model computes
 exactly what Hugging Face's ``GPT2LMHeadModel`` does; :mod:`aiayn.interop.gpt2` converts the weights.
 
+The 2017-to-today choices are fields: ``positional`` (``learned`` as GPT-2, ``sinusoidal``, or inside
+attention ``rotary``/``alibi``, which add nothing to the embeddings), ``num_kv_heads`` (grouped-query
+attention), ``norm="rmsnorm"``, ``activation="swiglu"``, ``bias=False``, ``tie_output=False``. Together they
+make a Llama (:mod:`aiayn.interop.llama` converts the weights).
+
 Left padding: a batch of prompts of different lengths is padded on the left, so every prompt's next
 token is in the last column. ``key_mask`` marks the real tokens, and each row's positions count from its
 own first real token (as Hugging Face derives ``position_ids`` from the attention mask), so a padded row
@@ -30,7 +35,8 @@ from ..attention import ATTENTION_KINDS, LayerCache
 from ..dropout import Dropout
 from ..errors import AiaynError
 from ..init import INIT_SCHEMES, init_weights
-from ..layers import ACTIVATIONS, Decoder, DecoderLayer
+from ..layers import Decoder, DecoderLayer, check_block_fields, make_norm
+from ..positional import RotaryEmbedding, SinusoidalPositionalEncoding, make_attention_positions
 
 
 @dataclass(frozen=True)
@@ -39,27 +45,38 @@ class GPTConfig:
 
     Attributes:
         vocab_size: V (set from the tokenizer at training time; 50257 for GPT-2's BPE).
-        max_len: number of learned positions, the longest context (GPT-2's ``n_positions``).
+        max_len: the longest context (GPT-2's ``n_positions``): the number of learned positions, and
+            where generation slides its window. Other positional kinds can run past it.
         d_model: D, the width of every layer (``n_embd``).
         num_heads: H attention heads (``n_head``).
-        d_ff: inner width of the feed-forward sublayer (4·D in GPT-2).
+        d_ff: inner width of the feed-forward sublayer (4·D in GPT-2); None = the activation's rule
+            (:func:`aiayn.layers.ffn_width`: 4·D, or Llama's 2/3·4·D rounded up to 256 when gated).
         num_layers: N decoder blocks (``n_layer``).
         dropout: on embeddings, sublayer outputs and inside the FFN (``embd_pdrop``/``resid_pdrop``).
         attention_dropout: on the attention weights (``attn_pdrop``); anything above 0 takes
             attention off the fused kernel on CPUs, so the CPU presets leave it at 0.
-        activation: FFN activation; ``gelu_tanh`` is GPT-2's ``gelu_new``.
-        bias: biases in the linear maps and LayerNorms.
-        layer_norm_eps: LayerNorm epsilon.
+        activation: FFN activation; ``gelu_tanh`` is GPT-2's ``gelu_new``; ``swiglu`` is Llama's gated
+            FFN.
+        bias: biases in the linear maps and LayerNorms (Llama has none).
+        layer_norm_eps: LayerNorm (or RMSNorm) epsilon.
         tie_output: the output projection reuses the token-embedding matrix (GPT-2 does).
         init: weight-initialisation scheme (see :mod:`aiayn.init`); ``gpt2`` scales the residual
             projections by 1/sqrt(2·num_layers).
+        attention: ``dot`` or ``additive`` scoring.
+        attention_window: truncated self-attention window, or None for full attention.
+        positional: ``learned`` (GPT-2), ``sinusoidal``, ``rotary`` (RoPE) or ``alibi``.
+        num_kv_heads: key/value heads (grouped-query attention; 1 = multi-query); None = num_heads.
+        norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama).
+        rotary_layout: with ``positional="rotary"``: ``half`` (GPT-NeoX, Llama) or ``interleaved``
+            (RoFormer, GPT-J) channel pairs.
+        rotary_base: with ``positional="rotary"``: the frequency base (Llama's ``rope_theta``).
     """
 
     vocab_size: int = 50257
     max_len: int = 1024
     d_model: int = 768
     num_heads: int = 12
-    d_ff: int = 3072
+    d_ff: int | None = 3072
     num_layers: int = 12
     dropout: float = 0.1
     attention_dropout: float = 0.1
@@ -70,6 +87,11 @@ class GPTConfig:
     init: str = "gpt2"
     attention: str = "dot"
     attention_window: int | None = None
+    positional: str = "learned"
+    num_kv_heads: int | None = None
+    norm: str = "layernorm"
+    rotary_layout: str = "half"
+    rotary_base: float = 10000.0
 
     def __post_init__(self) -> None:
         check = cfg.check
@@ -80,14 +102,13 @@ class GPTConfig:
             self.d_model % self.num_heads == 0,
             f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})",
         )
-        check(self.d_ff > 0, f"d_ff must be > 0, got {self.d_ff}")
+        check_block_fields(self)
         check(self.num_layers > 0, f"num_layers must be > 0, got {self.num_layers}")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check(
             0.0 <= self.attention_dropout < 1.0,
             f"attention_dropout must be in [0, 1), got {self.attention_dropout}",
         )
-        check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
         check(self.init in INIT_SCHEMES, f"init must be one of {INIT_SCHEMES}")
         check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
@@ -162,9 +183,23 @@ class GPT(nn.Module):
         super().__init__()
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        # An nn.Embedding table rather than a start offset: it looks up any (B, T) position ids, which
-        # left-padded batches need (each row counts from its own first real token).
-        self.pos_emb = nn.Embedding(c.max_len, c.d_model)
+        # Position tables look up any (B, T) position ids, which left-padded batches need (each row
+        # counts from its own first real token): an nn.Embedding rather than a start offset.
+        self.pos_emb: nn.Module | None = None
+        if c.positional == "learned":
+            self.pos_emb = nn.Embedding(c.max_len, c.d_model)
+        elif c.positional.startswith("sinusoidal"):
+            halves = c.positional == "sinusoidal_halves"
+            self.pos_emb = SinusoidalPositionalEncoding(c.d_model, c.max_len, halves=halves)
+        # rotary/ALiBi: one parameter-free module shared by every layer's self-attention.
+        self.attn_pos = make_attention_positions(
+            c.positional,
+            c.num_heads,
+            c.d_model // c.num_heads,
+            c.rotary_layout,
+            c.rotary_base,
+            c.max_len,
+        )
         self.dropout = Dropout(c.dropout)
         self.decoder = Decoder(
             (
@@ -180,10 +215,13 @@ class GPT(nn.Module):
                     cross_attention=False,
                     attention_dropout=c.attention_dropout,
                     attention=c.attention,
+                    num_kv_heads=c.num_kv_heads,
+                    norm=c.norm,
+                    position=self.attn_pos,
                 )
                 for _ in range(c.num_layers)
             ),
-            norm=nn.LayerNorm(c.d_model, eps=c.layer_norm_eps, bias=c.bias),
+            norm=make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias),
             attention_window=c.attention_window,
         )
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
@@ -219,7 +257,7 @@ class GPT(nn.Module):
             ``(B, T, V)`` logits, or ``(B, 1, V)`` with ``last_only``.
 
         Raises:
-            AiaynError: the sequence runs past ``max_len`` positions.
+            AiaynError: the sequence runs past ``max_len`` learned positions.
         """
         B, T = ids.shape
         if positions is None:
@@ -227,27 +265,38 @@ class GPT(nn.Module):
                 positions = positions_from_mask(key_mask)[:, -T:]  # (B, T)
             else:
                 start = 0 if cache is None else cache[0].self_attn.length
-                if start + T > self.config.max_len:
+                if start + T > self.config.max_len and self.config.positional == "learned":
                     raise AiaynError(
                         f"sequence of {start + T} tokens is longer than the model's context of "
                         f"{self.config.max_len} positions"
                     )
                 positions = torch.arange(start, start + T, device=ids.device)  # (T,)
-        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, D)
+        elif isinstance(self.attn_pos, RotaryEmbedding):
+            # Positions from the caller may lie past the rotary tables (ours never pass their column).
+            self.attn_pos.reserve(int(positions.max()) + 1)
+        x = self._embed(ids, positions)  # (B, T, D)
         if self.training:
             x = self.dropout(x)
-        x, _, _ = self.decoder(x, key_mask=key_mask, cache=cache)  # (B, T, D)
+        x, _, _ = self.decoder(x, key_mask=key_mask, cache=cache, positions=positions)  # (B, T, D)
         if last_only:
             x = x[:, -1:]  # (B, 1, D)
         return self.lm_head(x)  # (B, T, V)
+
+    def _embed(self, ids: Tensor, positions: Tensor) -> Tensor:
+        """Token embeddings ``(B, T, D)``, plus the position table's rows when there is one."""
+        x = self.tok_emb(ids)  # (B, T, D)
+        if isinstance(self.pos_emb, nn.Embedding):
+            return x + self.pos_emb(positions)
+        if self.pos_emb is not None:
+            return self.pos_emb(x, positions=positions)
+        return x  # rotary/ALiBi: positions act inside attention
 
     @torch.inference_mode()
     def attention_maps(self, ids: Tensor) -> list[Tensor]:
         """Causal self-attention weights of every layer over ``ids (B, T)`` (no padding, no
         cache), each ``(B, H, T, T)`` (takes the reference path, which returns weights)."""
         positions = torch.arange(ids.shape[1], device=ids.device)  # (T,)
-        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, D)
-        _, weights, _ = self.decoder(x, need_weights=True)
+        _, weights, _ = self.decoder(self._embed(ids, positions), need_weights=True)
         return weights
 
     def num_parameters(self, non_embedding: bool = False) -> int:
@@ -257,7 +306,9 @@ class GPT(nn.Module):
         projection, whose matmul costs compute (the convention of nanoGPT's MFU estimate).
         """
         n = sum(p.numel() for p in self.parameters())
-        return n - self.pos_emb.weight.numel() if non_embedding else n
+        if non_embedding and isinstance(self.pos_emb, nn.Embedding):
+            return n - self.pos_emb.weight.numel()
+        return n
 
     def flops_per_token(self, context: int) -> float:
         """Training FLOPs per token: ``6·N + 12·layers·D·T`` (PaLM appendix B; nanoGPT's MFU)."""

@@ -6,6 +6,10 @@ Shapes: B batch, S source length, T target length, D d_model, V vocabulary.
     target ids -> embedding · sqrt(D) + positions -> N decoder layers (masked self-attn, cross-attn to
                   memory, FFN) -> Linear -> logits over the target vocabulary (softmax in the loss)
 
+With ``positional="rotary"`` or ``"alibi"`` nothing is added to the embeddings: the encoder's and the
+decoder's self-attentions apply the positions (one shared, parameter-free module); cross-attention
+has none.
+
 Conventions: the source is ``tokens + <eos>``; the decoder input is ``<bos> + tokens`` and the target
 ``tokens + <eos>`` (teacher forcing). Padding is on the right, so the causal decoder never needs a target
 padding mask: a real position can't see the later pads.
@@ -22,9 +26,16 @@ from .. import config as cfg
 from ..attention import ATTENTION_KINDS, LayerCache
 from ..dropout import Dropout
 from ..init import INIT_SCHEMES, init_weights
-from ..layers import ACTIVATIONS, Decoder, DecoderLayer, Encoder, EncoderLayer
+from ..layers import (
+    Decoder,
+    DecoderLayer,
+    Encoder,
+    EncoderLayer,
+    check_block_fields,
+    make_norm,
+)
 from ..masks import make_padding_mask
-from ..positional import POSITIONAL_KINDS, make_positional
+from ..positional import make_attention_positions, make_positional
 
 
 @dataclass(frozen=True)
@@ -36,17 +47,19 @@ class TransformerConfig:
         tgt_vocab_size: target vocabulary size.
         d_model: D, width of every layer.
         num_heads: H attention heads.
-        d_ff: inner width of the feed-forward sublayer.
+        d_ff: inner width of the feed-forward sublayer; None = the activation's rule
+            (:func:`aiayn.layers.ffn_width`: 4·D, or Llama's 2/3·4·D rounded up to 256 when gated).
         num_encoder_layers: N on the encoder side.
         num_decoder_layers: N on the decoder side.
         dropout: P_drop, on embeddings+positions, sublayer outputs and inside the FFN.
         attention_dropout: dropout on attention weights (not in the paper; torch.nn uses P_drop).
-        activation: FFN activation (``relu`` in the paper).
+        activation: FFN activation (``relu`` in the paper; ``swiglu``/``geglu`` make it gated).
         norm_first: pre-norm instead of the paper's post-norm.
         bias: biases in the linear maps and LayerNorms.
-        layer_norm_eps: LayerNorm epsilon.
+        layer_norm_eps: LayerNorm (or RMSNorm) epsilon.
         max_len: positions to prepare (learned positions cannot go beyond it).
-        positional: ``sinusoidal`` (the paper) or ``learned``.
+        positional: ``sinusoidal`` (the paper), ``learned``, or, inside self-attention, ``rotary``
+            (RoPE) or ``alibi``.
         attention: ``dot`` (scaled dot-product) or ``additive``.
         attention_window: truncated self-attention window, or None for full attention.
         share_embeddings: one embedding matrix for source and target (needs one shared vocabulary).
@@ -56,13 +69,18 @@ class TransformerConfig:
         final_norm: a LayerNorm after each stack (torch's nn.Transformer has it; pre-norm needs it).
         init: weight-initialisation scheme (see :mod:`aiayn.init`).
         pad_id: padding token id (its embedding gets no gradient).
+        num_kv_heads: key/value heads (grouped-query attention; 1 = multi-query); None = num_heads.
+        norm: ``layernorm`` (the paper) or ``rmsnorm``.
+        rotary_layout: with ``positional="rotary"``: ``half`` (GPT-NeoX, Llama) or ``interleaved``
+            (RoFormer, GPT-J) channel pairs.
+        rotary_base: with ``positional="rotary"``: the frequency base (10000 in RoFormer).
     """
 
     src_vocab_size: int = 37000
     tgt_vocab_size: int = 37000
     d_model: int = 512
     num_heads: int = 8
-    d_ff: int = 2048
+    d_ff: int | None = 2048
     num_encoder_layers: int = 6
     num_decoder_layers: int = 6
     dropout: float = 0.1
@@ -82,18 +100,20 @@ class TransformerConfig:
     final_norm: bool = True
     init: str = "xavier"
     pad_id: int = 0
+    num_kv_heads: int | None = None
+    norm: str = "layernorm"
+    rotary_layout: str = "half"
+    rotary_base: float = 10000.0
 
     def __post_init__(self) -> None:
         check = cfg.check
         check(self.src_vocab_size > 0 and self.tgt_vocab_size > 0, "vocabulary sizes must be > 0")
         check(self.d_model > 0 and self.num_heads > 0, "d_model and num_heads must be > 0")
         check(self.d_model % self.num_heads == 0, "d_model must be divisible by num_heads")
-        check(self.d_ff > 0, "d_ff must be > 0")
+        check_block_fields(self)
         check(self.num_encoder_layers >= 0 and self.num_decoder_layers > 0, "bad layer counts")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
-        check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
-        check(self.positional in POSITIONAL_KINDS, f"positional must be one of {POSITIONAL_KINDS}")
         check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
         check(
             self.attention_window is None or self.attention_window >= 0,
@@ -161,8 +181,17 @@ class Transformer(nn.Module):
             if c.share_embeddings
             else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
         )
+        # None with rotary/ALiBi, whose positions live in self-attention (attn_pos) instead.
         self.src_pos = make_positional(c.positional, c.d_model, c.max_len)
         self.tgt_pos = make_positional(c.positional, c.d_model, c.max_len)
+        self.attn_pos = make_attention_positions(
+            c.positional,
+            c.num_heads,
+            c.d_model // c.num_heads,
+            c.rotary_layout,
+            c.rotary_base,
+            c.max_len,
+        )
         self.dropout = Dropout(c.dropout)
         layer_args = dict(
             d_model=c.d_model,
@@ -175,6 +204,9 @@ class Transformer(nn.Module):
             layer_norm_eps=c.layer_norm_eps,
             attention=c.attention,
             attention_dropout=c.attention_dropout,
+            num_kv_heads=c.num_kv_heads,
+            norm=c.norm,
+            position=self.attn_pos,
         )
         self.encoder = Encoder(
             (EncoderLayer(**layer_args) for _ in range(c.num_encoder_layers)),
@@ -196,15 +228,17 @@ class Transformer(nn.Module):
         c = self.config
         if not c.final_norm:
             return None
-        return nn.LayerNorm(c.d_model, eps=c.layer_norm_eps, bias=c.bias)
+        return make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias)
 
     def embed_source(self, src: Tensor) -> Tensor:
         """``(B, S)`` ids -> ``(B, S, D)``: embedding · sqrt(D) + position, then dropout (section 3.4)."""
-        return self.dropout(self.src_pos(self.src_emb(src) * self.embed_scale))
+        x = self.src_emb(src) * self.embed_scale  # (B, S, D)
+        return self.dropout(x if self.src_pos is None else self.src_pos(x))
 
     def embed_target(self, tgt: Tensor, start: int = 0) -> Tensor:
         """``(B, T)`` ids at positions ``start..start+T-1`` -> ``(B, T, D)``."""
-        return self.dropout(self.tgt_pos(self.tgt_emb(tgt) * self.embed_scale, start))
+        x = self.tgt_emb(tgt) * self.embed_scale  # (B, T, D)
+        return self.dropout(x if self.tgt_pos is None else self.tgt_pos(x, start))
 
     def source_mask(self, src: Tensor, src_key_mask: Tensor | None) -> Tensor:
         return make_padding_mask(src, self.config.pad_id) if src_key_mask is None else src_key_mask

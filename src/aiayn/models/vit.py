@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from .. import config as cfg
 from ..attention import ATTENTION_KINDS
 from ..dropout import Dropout
-from ..layers import ACTIVATIONS, Encoder, EncoderLayer
+from ..layers import Encoder, EncoderLayer, check_block_fields, make_norm
 
 __all__ = ["PRESETS", "PatchEmbedding", "ViT", "ViTConfig", "resize_position_grid"]
 
@@ -46,13 +46,20 @@ class ViTConfig:
         num_classes: K.
         d_model: D.
         num_heads: H.
-        d_ff: MLP inner width.
+        d_ff: MLP inner width; None = the activation's rule (:func:`aiayn.layers.ffn_width`).
         num_layers: encoder layers.
         dropout: on embeddings, sublayer outputs and inside the MLP.
         attention_dropout: on attention weights.
-        activation: MLP activation (``gelu``, exact, as the paper's code and Hugging Face).
+        activation: MLP activation (``gelu``, exact, as the paper's code and Hugging Face;
+            ``swiglu``/``geglu`` make it gated).
         layer_norm_eps: LayerNorm epsilon (1e-6 in the paper's code; Hugging Face's ViT uses 1e-12).
         qkv_bias: biases in the projections (the paper has them).
+        attention: ``dot`` or ``additive`` scoring.
+        attention_window: truncated self-attention window, or None for full attention.
+        positional: ``learned`` only: rotary and ALiBi over a patch grid need 2-D distances, which
+            aiayn does not implement (1-D ones over the flattened grid would be wrong at row ends).
+        num_kv_heads: key/value heads (grouped-query attention); None = num_heads.
+        norm: ``layernorm`` (the paper) or ``rmsnorm``.
     """
 
     image_size: int = 224
@@ -61,7 +68,7 @@ class ViTConfig:
     num_classes: int = 1000
     d_model: int = 768
     num_heads: int = 12
-    d_ff: int = 3072
+    d_ff: int | None = 3072
     num_layers: int = 12
     dropout: float = 0.0
     attention_dropout: float = 0.0
@@ -70,6 +77,9 @@ class ViTConfig:
     qkv_bias: bool = True
     attention: str = "dot"
     attention_window: int | None = None
+    positional: str = "learned"
+    num_kv_heads: int | None = None
+    norm: str = "layernorm"
 
     def __post_init__(self) -> None:
         check = cfg.check
@@ -82,10 +92,15 @@ class ViTConfig:
         check(self.num_classes > 0, "num_classes must be > 0")
         check(self.d_model > 0 and self.num_heads > 0, "d_model and num_heads must be > 0")
         check(self.d_model % self.num_heads == 0, "d_model must be divisible by num_heads")
-        check(self.d_ff > 0 and self.num_layers > 0, "d_ff and num_layers must be > 0")
+        check(self.num_layers > 0, "num_layers must be > 0")
+        check(
+            self.positional == "learned",
+            f"ViT supports positional='learned' only, got {self.positional!r}: rotary and ALiBi "
+            "need 2-D distances over the patch grid, which are not implemented",
+        )
+        check_block_fields(self)
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check(0.0 <= self.attention_dropout < 1.0, "attention_dropout must be in [0, 1)")
-        check(self.activation in ACTIVATIONS, f"activation must be one of {sorted(ACTIVATIONS)}")
         check(self.layer_norm_eps > 0, "layer_norm_eps must be > 0")
         check(self.attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}")
         check(
@@ -226,11 +241,13 @@ class ViT(nn.Module):
                     layer_norm_eps=c.layer_norm_eps,
                     attention_dropout=c.attention_dropout,
                     attention=c.attention,
+                    num_kv_heads=c.num_kv_heads,
+                    norm=c.norm,
                 )
                 for _ in range(c.num_layers)
             ),
             # Pre-norm layers leave the residual stream un-normalised: one LayerNorm at the end.
-            norm=nn.LayerNorm(c.d_model, eps=c.layer_norm_eps),
+            norm=make_norm(c.norm, c.d_model, c.layer_norm_eps),
             attention_window=c.attention_window,
         )
         self.head = nn.Linear(c.d_model, c.num_classes)
