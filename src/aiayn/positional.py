@@ -124,6 +124,20 @@ def make_positional(kind: str, d_model: int, max_len: int) -> nn.Module | None:
     raise ValueError(f"positional must be one of {POSITIONAL_KINDS}, got {kind!r}")
 
 
+def attention_positions_for(config) -> RotaryEmbedding | ALiBi | None:
+    """:func:`make_attention_positions` from a model config's fields (``positional``,
+    ``num_heads``, ``d_model``, ``rotary_layout``, ``rotary_base``, ``max_len``): one call for
+    every model that has them."""
+    return make_attention_positions(
+        config.positional,
+        config.num_heads,
+        config.d_model // config.num_heads,
+        config.rotary_layout,
+        config.rotary_base,
+        config.max_len,
+    )
+
+
 # ---- positions inside attention: rotary and ALiBi ---------------------------------------------------
 # These add nothing to the embeddings. They act on each self-attention's scores, so what a query sees
 # of a key depends on their distance only, which is why they can extrapolate past the trained length.

@@ -34,7 +34,7 @@ from ..dropout import Dropout
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import Encoder, EncoderLayer, check_block_fields, get_activation, make_norm
 from ..masks import make_padding_mask
-from ..positional import make_attention_positions, make_positional
+from ..positional import attention_positions_for, make_positional
 
 __all__ = [
     "PRESETS",
@@ -177,14 +177,7 @@ class BertModel(nn.Module):
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
         # None with rotary/ALiBi, whose positions live in self-attention (attn_pos) instead.
         self.pos_emb = make_positional(c.positional, c.d_model, c.max_len)
-        self.attn_pos = make_attention_positions(
-            c.positional,
-            c.num_heads,
-            c.d_model // c.num_heads,
-            c.rotary_layout,
-            c.rotary_base,
-            c.max_len,
-        )
+        self.attn_pos = attention_positions_for(c)
         self.seg_emb = nn.Embedding(c.type_vocab_size, c.d_model)
         self.emb_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps)
         self.dropout = Dropout(c.dropout)

@@ -36,7 +36,7 @@ from ..dropout import Dropout
 from ..errors import AiaynError
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import Decoder, DecoderLayer, check_block_fields, make_norm
-from ..positional import RotaryEmbedding, SinusoidalPositionalEncoding, make_attention_positions
+from ..positional import RotaryEmbedding, SinusoidalPositionalEncoding, attention_positions_for
 
 
 @dataclass(frozen=True)
@@ -192,14 +192,7 @@ class GPT(nn.Module):
             halves = c.positional == "sinusoidal_halves"
             self.pos_emb = SinusoidalPositionalEncoding(c.d_model, c.max_len, halves=halves)
         # rotary/ALiBi: one parameter-free module shared by every layer's self-attention.
-        self.attn_pos = make_attention_positions(
-            c.positional,
-            c.num_heads,
-            c.d_model // c.num_heads,
-            c.rotary_layout,
-            c.rotary_base,
-            c.max_len,
-        )
+        self.attn_pos = attention_positions_for(c)
         self.dropout = Dropout(c.dropout)
         self.decoder = Decoder(
             (

@@ -35,7 +35,7 @@ from ..layers import (
     make_norm,
 )
 from ..masks import make_padding_mask
-from ..positional import make_attention_positions, make_positional
+from ..positional import attention_positions_for, make_positional
 
 
 @dataclass(frozen=True)
@@ -184,14 +184,7 @@ class Transformer(nn.Module):
         # None with rotary/ALiBi, whose positions live in self-attention (attn_pos) instead.
         self.src_pos = make_positional(c.positional, c.d_model, c.max_len)
         self.tgt_pos = make_positional(c.positional, c.d_model, c.max_len)
-        self.attn_pos = make_attention_positions(
-            c.positional,
-            c.num_heads,
-            c.d_model // c.num_heads,
-            c.rotary_layout,
-            c.rotary_base,
-            c.max_len,
-        )
+        self.attn_pos = attention_positions_for(c)
         self.dropout = Dropout(c.dropout)
         layer_args = dict(
             d_model=c.d_model,
