@@ -7,8 +7,10 @@ training time. :func:`run_experiment` writes ``NAME.md`` (a table and a one-sent
 computed from the figures) and ``NAME.png`` (training curves and the main metric).
 
 =====================  ======================================================================
-``positions``          sinusoidal vs learned positions; train on reversal of 3-8 tokens, test
-                       on 3-8 and on 9-12 tokens (length extrapolation)
+``positions``          sinusoidal vs learned vs rotary vs ALiBi positions, 3 seeds each: reversal
+                       trained on 3-8 tokens and tested on 12 and 16 (1.5× and 2×), and a
+                       char-level GPT trained with a 64-character context and evaluated at 64, 96
+                       and 128 (length extrapolation; see :func:`run_positions`)
 ``norm``               post-norm (the paper) vs pre-norm
 ``attention``          scaled dot-product vs additive scoring
 ``scheduled-sampling`` teacher forcing vs linear, exponential and inverse-sigmoid decay
@@ -23,6 +25,7 @@ Tasks use a word-level vocabulary of the letters a-t, so nothing depends on a tr
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -31,11 +34,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .data.batching import collate_seq2seq
 from .data.tokenizers import BOS_ID, EOS_ID
+from .models.gpt import GPT, GPTConfig
 from .models.rnn import RNNConfig, RNNSeq2Seq
 from .models.seq2seq import Transformer, TransformerConfig
 from .training.losses import guided_attention_loss
@@ -115,6 +120,8 @@ class RunResult:
     train_seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
     by_length: dict[int, float] = field(default_factory=dict)
+    per_seed: dict[str, list[float]] = field(default_factory=dict)  # metric -> one value per seed
+    series: dict[str, list[float]] = field(default_factory=dict)  # more curves, for plots
 
 
 def build_model(config: TransformerConfig | RNNConfig) -> nn.Module:
@@ -238,6 +245,9 @@ class Experiment:
         conclude: the one-sentence conclusion from the results.
         extra: more metrics per run, ``fn(model, result)`` filling ``result.metrics``.
         by_length: plot exact match against source length (else a bar chart).
+        custom: ``fn(out_dir, steps, seed, seeds)`` running the whole experiment itself (several
+            seeds, more than one task), instead of the one-seed loop of :func:`run_experiment`.
+        default_steps: steps per run when none are given.
     """
 
     name: str
@@ -247,6 +257,8 @@ class Experiment:
     conclude: Callable[[list[RunResult]], str]
     extra: Callable[[nn.Module, RunResult, dict[str, list[Pair]]], None] | None = None
     by_length: bool = False
+    custom: Callable[[Path, int, int, int], list[RunResult]] | None = None
+    default_steps: int = 600
 
 
 def _reverse_data(seed: int) -> tuple[list[Pair], dict[str, list[Pair]]]:
@@ -255,14 +267,6 @@ def _reverse_data(seed: int) -> tuple[list[Pair], dict[str, list[Pair]]]:
 
 def _copy_data(seed: int) -> tuple[list[Pair], dict[str, list[Pair]]]:
     return builtin_pairs("copy", "train"), {"test": builtin_pairs("copy", "test")[:500]}
-
-
-def _extrapolation_data(seed: int) -> tuple[list[Pair], dict[str, list[Pair]]]:
-    train = [p for p in builtin_pairs("reverse", "train") if len(p[0]) <= 8]
-    test = builtin_pairs("reverse", "test")
-    short = [p for p in test if len(p[0]) <= 8][:400]
-    long = [p for p in test if len(p[0]) > 8][:400]
-    return train, {"test": short, "longer": long}
 
 
 def _rnn_data(seed: int) -> tuple[list[Pair], dict[str, list[Pair]]]:
@@ -280,22 +284,6 @@ def _pct(x: float) -> str:
 
 def _best(results: list[RunResult], metric: str, higher: bool = True) -> RunResult:
     return (max if higher else min)(results, key=lambda r: r.metrics[metric])
-
-
-def _conclude_positions(results: list[RunResult]) -> str:
-    s, learned = _get(results, "sinusoidal"), _get(results, "learned")
-    gap = s.metrics["longer exact"] - learned.metrics["longer exact"]
-    verdict = (
-        "neither extrapolates to lengths it never saw"
-        if max(s.metrics["longer exact"], learned.metrics["longer exact"]) < 0.1
-        else f"{'sinusoidal' if gap > 0 else 'learned'} positions extrapolate better"
-    )
-    return (
-        f"Trained on 3-8 tokens, sinusoidal positions reverse {_pct(s.metrics['longer exact'])} of "
-        f"9-12-token sequences exactly and learned positions {_pct(learned.metrics['longer exact'])} "
-        f"(in range: {_pct(s.metrics['test exact'])} vs {_pct(learned.metrics['test exact'])}): "
-        f"{verdict}."
-    )
 
 
 def _conclude_generic(label: str, timing: bool = False) -> Callable[[list[RunResult]], str]:
@@ -373,18 +361,404 @@ def _epoch_seconds(model: nn.Module, result: RunResult, tests: dict[str, list[Pa
     result.metrics["s/epoch"] = result.train_seconds / epochs
 
 
+# ---- positions: four position schemes, two tasks, several seeds ------------------------------
+
+#: The arms of ``positions``: the paper's two kinds and the two that act inside attention.
+POSITION_KINDS = ("sinusoidal", "learned", "rotary", "alibi")
+#: Reversal: trained on 3..REVERSE_TRAIN_MAX tokens, tested on every length up to twice that.
+REVERSE_TRAIN_MIN, REVERSE_TRAIN_MAX = 3, 8
+REVERSE_TEST_LENGTHS = tuple(range(REVERSE_TRAIN_MIN, 2 * REVERSE_TRAIN_MAX + 1))
+REVERSE_PER_LENGTH = 100  # test sequences per length
+REVERSE_TRAIN_SIZE = 20_000
+#: The char-level LM: text, trained context C, evaluation lengths C, 1.5·C, 2·C.
+LM_TEXT = "builtin:shakespeare"
+LM_CONTEXT = 64
+LM_EVAL_LENGTHS = (LM_CONTEXT, 3 * LM_CONTEXT // 2, 2 * LM_CONTEXT)
+#: Validation characters scored at every length (divisible by every length, so the same text).
+LM_EVAL_CHARS = 61_440
+LM_BATCH = 32
+#: Sized so that the whole experiment (4 arms x 3 seeds x 2 tasks) takes about 20 minutes on a
+#: shared 2-core CPU with one torch thread (docs/experiments.md gives the measured time).
+POSITIONS_DEFAULT_STEPS = 800
+#: The tiny GPT (vocab_size is set from the text). max_len covers the longest evaluation, so
+#: learned positions exist there, but training only ever fills the first LM_CONTEXT of them.
+LM_CONFIG = GPTConfig(
+    vocab_size=1,
+    max_len=max(LM_EVAL_LENGTHS),
+    d_model=64,
+    num_heads=4,
+    d_ff=256,
+    num_layers=2,
+    dropout=0.0,
+    attention_dropout=0.0,
+)
+_LABEL = {"sinusoidal": "sinusoidal", "learned": "learned", "rotary": "rotary", "alibi": "ALiBi"}
+
+
+def _extrapolation_data(seed: int) -> tuple[list[Pair], dict[str, list[Pair]]]:
+    """Reversal of 3-8 tokens to train; REVERSE_PER_LENGTH sequences of every length 3-16 to test.
+
+    The data seed is fixed (not the run seed), so every seed of every arm sees the same task; no
+    test sequence occurs in training.
+    """
+    rng = random.Random(19)
+    seen: set[tuple[int, ...]] = set()
+    test: list[Pair] = []
+    for length in REVERSE_TEST_LENGTHS:
+        count = 0
+        while count < REVERSE_PER_LENGTH:
+            seq = tuple(4 + rng.randrange(len(LETTERS)) for _ in range(length))
+            if seq not in seen:
+                seen.add(seq)
+                test.append((list(seq), list(reversed(seq))))
+                count += 1
+    train: list[Pair] = []
+    while len(train) < REVERSE_TRAIN_SIZE:
+        length = rng.randint(REVERSE_TRAIN_MIN, REVERSE_TRAIN_MAX)
+        seq = tuple(4 + rng.randrange(len(LETTERS)) for _ in range(length))
+        if seq not in seen:
+            train.append((list(seq), list(reversed(seq))))
+    return train, {"test": test}
+
+
+def _char_ids(text: str, chars: Sequence[str]) -> Tensor:
+    """``text`` as ids into the sorted ``chars`` (``len(chars)`` for a character not in them)."""
+    keys = np.array([ord(c) for c in chars], dtype=np.int64)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    idx = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
+    return torch.from_numpy(np.where(keys[idx] == codes, idx, len(keys)))
+
+
+def lm_data(text: str = LM_TEXT) -> tuple[Tensor, Tensor, int]:
+    """Training ids, the first LM_EVAL_CHARS + 1 validation ids, and the vocabulary size."""
+    from .data.lm_data import load_train_valid
+
+    train_text, valid_text = load_train_valid(text)
+    chars = sorted(set(train_text))
+    valid = _char_ids(valid_text[: LM_EVAL_CHARS + 1], chars)
+    return _char_ids(train_text, chars), valid, len(chars) + 1
+
+
+def train_lm(
+    config: GPTConfig,
+    tokens: Tensor,
+    context: int,
+    steps: int,
+    seed: int,
+    batch_size: int = LM_BATCH,
+    lr: float = 2e-3,
+    warmup: int = 50,
+    log_every: int = 10,
+) -> tuple[GPT, RunResult]:
+    """Train a GPT on ``steps`` batches of random ``context``-token windows of ``tokens``.
+
+    The schedule is :func:`train_run`'s; the window order depends only on ``seed``.
+    """
+    torch.manual_seed(seed)
+    model = GPT(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    gen = torch.Generator().manual_seed(seed)
+    offsets = torch.arange(context + 1)  # (C + 1,)
+    curve: list[tuple[int, float]] = []
+    total, count = 0.0, 0
+    model.train()
+    start = time.perf_counter()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = (
+                lr * min(1.0, (step + 1) / warmup) * min(1.0, math.sqrt(warmup / (step + 1)))
+            )
+        starts = torch.randint(0, len(tokens) - context, (batch_size,), generator=gen)
+        window = tokens[starts[:, None] + offsets]  # (B, C + 1)
+        logits = model(window[:, :-1])  # (B, C, V)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        total, count = total + float(loss.detach()), count + 1
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            curve.append((step + 1, total / count))
+            total, count = 0.0, 0
+    seconds = time.perf_counter() - start
+    return model.eval(), RunResult(config.positional, curve, seconds)
+
+
+@torch.inference_mode()
+def lm_loss_by_position(model: GPT, tokens: Tensor, length: int, batch_size: int = 64) -> Tensor:
+    """Mean next-token loss (nats) at each position ``0..length-1`` of the non-overlapping
+    ``length``-token windows of ``tokens`` (each window starts with an empty context)."""
+    n = (len(tokens) - 1) // length
+    x = tokens[: n * length].view(n, length)  # (N, L)
+    y = tokens[1 : n * length + 1].view(n, length)  # (N, L)
+    total = torch.zeros(length, dtype=torch.float64)
+    for i in range(0, n, batch_size):
+        logits = model(x[i : i + batch_size])  # (b, L, V)
+        loss = nn.functional.cross_entropy(
+            logits.transpose(1, 2), y[i : i + batch_size], reduction="none"
+        )  # (b, L)
+        total += loss.sum(0).double()
+    return total / n
+
+
+def _rev_key(length: int) -> str:
+    return f"reverse {length} exact"
+
+
+def _lm_key(length: int) -> str:
+    return f"lm {length} loss"
+
+
+#: The table's reversal columns: (metric, header).
+_REV_IN_RANGE = f"reverse {REVERSE_TRAIN_MIN}-{REVERSE_TRAIN_MAX} exact"
+
+
+def _rev_columns() -> list[tuple[str, str]]:
+    m = REVERSE_TRAIN_MAX
+    return [
+        (_REV_IN_RANGE, f"{REVERSE_TRAIN_MIN}-{m} tokens (trained)"),
+        (_rev_key(m * 3 // 2), f"{m * 3 // 2} tokens (1.5×)"),
+        (_rev_key(2 * m), f"{2 * m} tokens (2×)"),
+    ]
+
+
+def _lm_columns() -> list[tuple[str, str]]:
+    c, mid, long = LM_EVAL_LENGTHS
+    return [
+        (_lm_key(c), f"{c} chars (trained)"),
+        (_lm_key(mid), f"{mid} chars (1.5×)"),
+        (_lm_key(long), f"{long} chars (2×)"),
+    ]
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _mean_curve(curves: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    return [(pts[0][0], _mean([p[1] for p in pts])) for pts in zip(*curves)]
+
+
+def run_positions(out_dir: Path, steps: int, seed: int = 0, seeds: int = 3) -> list[RunResult]:
+    """The ``positions`` experiment: every arm of :data:`POSITION_KINDS`, ``seeds`` seeds each.
+
+    (a) Reversal with the tiny encoder-decoder, trained on 3-8 tokens for ``steps`` steps of 64
+    pairs, exact match on 3-16 tokens. (b) A tiny char-level GPT on :data:`LM_TEXT`, trained for
+    ``steps`` steps of LM_BATCH windows of LM_CONTEXT characters, validation loss per character at
+    every length of :data:`LM_EVAL_LENGTHS`. Seed ``s`` sets the initialisation and the batch order,
+    the same for every arm. Writes ``positions.md``, ``positions.png`` and ``positions.json`` (every
+    seed's figures) in ``out_dir``.
+
+    Returns:
+        One result per arm: ``metrics`` the means over seeds, ``per_seed`` the values, ``by_length``
+        the mean reversal exact match per length, ``curve`` the mean reversal training loss.
+    """
+    begin = time.perf_counter()
+    exp = EXPERIMENTS["positions"]
+    train, tests = exp.data(seed)
+    lm_train, lm_valid, vocab = lm_data(LM_TEXT)
+    lm_config = replace(LM_CONFIG, vocab_size=vocab)
+    run_seeds = [seed + i for i in range(seeds)]
+    results = []
+    for spec in exp.runs(steps):
+        kind = spec.config.positional
+        per_seed: dict[str, list[float]] = {}
+        rev_curves, lm_curves, profiles = [], [], []
+        rev_seconds = lm_seconds = 0.0
+        for s in run_seeds:
+            log.info("positions: reversal, %s, seed %d, %d steps", kind, s, steps)
+            model, rev = train_run(spec, train, steps, s)
+            _, _, by_len = accuracy(model, tests["test"])
+            in_range = [by_len[n] for n in by_len if n <= REVERSE_TRAIN_MAX]
+            per_seed.setdefault(_REV_IN_RANGE, []).append(_mean(in_range))
+            for n, acc in by_len.items():
+                per_seed.setdefault(_rev_key(n), []).append(acc)
+            per_seed.setdefault("reverse final loss", []).append(rev.curve[-1][1])
+            rev_curves.append(rev.curve)
+            rev_seconds += rev.train_seconds
+            log.info("positions: char LM, %s, seed %d, %d steps", kind, s, steps)
+            gpt, lm = train_lm(replace(lm_config, positional=kind), lm_train, LM_CONTEXT, steps, s)
+            for length in LM_EVAL_LENGTHS:
+                profile = lm_loss_by_position(gpt, lm_valid, length)
+                per_seed.setdefault(_lm_key(length), []).append(float(profile.mean()))
+            profiles.append(profile.tolist())  # the longest length's, per position
+            per_seed.setdefault("lm final loss", []).append(lm.curve[-1][1])
+            lm_curves.append(lm.curve)
+            lm_seconds += lm.train_seconds
+        result = RunResult(spec.name, _mean_curve(rev_curves), rev_seconds + lm_seconds)
+        result.metrics = {k: _mean(v) for k, v in per_seed.items()}
+        result.metrics["reverse train s"] = rev_seconds / seeds
+        result.metrics["lm train s"] = lm_seconds / seeds
+        result.per_seed = per_seed
+        result.by_length = {n: result.metrics[_rev_key(n)] for n in REVERSE_TEST_LENGTHS}
+        result.series = {
+            "lm curve": [v for _, v in _mean_curve(lm_curves)],
+            "lm steps": [float(n) for n, _ in lm_curves[0]],
+            "lm position loss": [_mean(col) for col in zip(*profiles)],
+        }
+        results.append(result)
+    wall = time.perf_counter() - begin
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "positions.md").write_text(positions_markdown(results, steps, run_seeds, wall))
+    plot_positions(results, out_dir / "positions.png")
+    raw = {
+        r.name: {"metrics": r.metrics, "per_seed": r.per_seed, "series": r.series} for r in results
+    }
+    (out_dir / "positions.json").write_text(json.dumps({"steps": steps, "wall_s": wall, **raw}))
+    return results
+
+
+def _spread(values: Sequence[float], pct: bool) -> str:
+    """``mean (min–max)``."""
+    f = _pct if pct else (lambda v: f"{v:.3f}")
+    return f"{f(_mean(values))} ({f(min(values))}–{f(max(values))})"
+
+
+def _named(results: list[RunResult], key: str, pct: bool) -> str:
+    f = _pct if pct else (lambda v: f"{v:.3f}")
+    return ", ".join(f"{_LABEL.get(r.name, r.name)} {f(r.metrics[key])}" for r in results)
+
+
+def _separation(results: list[RunResult], key: str, higher: bool) -> str:
+    """Which arm is best on ``key`` (by mean), and whether its seeds clear every other arm's."""
+    best = (max if higher else min)(results, key=lambda r: r.metrics[key])
+    if sum(r.metrics[key] == best.metrics[key] for r in results) > 1:
+        return "no single best arm: the best mean is shared"
+    others = [v for r in results if r is not best for v in r.per_seed[key]]
+    if higher:
+        apart = min(best.per_seed[key]) > max(others)
+    else:
+        apart = max(best.per_seed[key]) < min(others)
+    where = "outside" if apart else "overlapping"
+    return f"{_LABEL.get(best.name, best.name)} is best, its seeds' range {where} every other arm's"
+
+
+def _conclude_positions(results: list[RunResult]) -> str:
+    (_, in_hdr), (mid_key, _), (long_key, _) = _rev_columns()
+    c, mid, long = LM_EVAL_LENGTHS
+    lm_rise = ", ".join(
+        f"{_LABEL.get(r.name, r.name)} {r.metrics[_lm_key(long)] - r.metrics[_lm_key(c)]:+.3f}"
+        for r in results
+    )
+    return (
+        f"Reversal, trained on {REVERSE_TRAIN_MIN}-{REVERSE_TRAIN_MAX} tokens (exact match, mean "
+        f"of {len(results[0].per_seed[mid_key])} seeds): in range "
+        f"{_named(results, _REV_IN_RANGE, True)}; at {REVERSE_TRAIN_MAX * 3 // 2} tokens "
+        f"{_named(results, mid_key, True)}; at {2 * REVERSE_TRAIN_MAX} tokens "
+        f"{_named(results, long_key, True)} ({_separation(results, long_key, True)}). "
+        f"Char LM trained on {c}-character windows: validation loss at {long} characters minus "
+        f"loss at {c} (nats/char): {lm_rise}; at {long} characters "
+        f"{_separation(results, _lm_key(long), False)}."
+    )
+
+
+def positions_markdown(
+    results: list[RunResult], steps: int, seeds: Sequence[int], wall_seconds: float | None = None
+) -> str:
+    """The two tables (mean and min–max over seeds) and the computed conclusion."""
+    n = len(seeds)
+    seed_text = f"seeds {seeds[0]}-{seeds[-1]}" if n > 1 else f"seed {seeds[0]}"
+    lines = [
+        f"### {EXPERIMENTS['positions'].title}",
+        "",
+        f"`aiayn experiment positions --steps {steps} --seed {seeds[0]} --seeds {n}`: every cell "
+        f"is the mean over {n} runs ({seed_text}) with the min–max range in brackets"
+        + (
+            f"; the whole run took {wall_seconds / 60:.1f} min."
+            if wall_seconds is not None
+            else "."
+        ),
+        "",
+        f"(a) Reversal, tiny encoder-decoder (d_model 64, 2+2 layers), {steps} steps of 64 pairs of "
+        f"{REVERSE_TRAIN_MIN}-{REVERSE_TRAIN_MAX} tokens; exact match, greedy decoding, "
+        f"{REVERSE_PER_LENGTH} test sequences per length.",
+        "",
+    ]
+
+    def table(columns: list[tuple[str, str]], pct: bool, loss_key: str, secs_key: str) -> None:
+        head = ["positions", *(h for _, h in columns), "final train loss", "train s / run"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("| " + " | ".join("---" for _ in head) + " |")
+        for r in results:
+            cells = [_LABEL.get(r.name, r.name)]
+            cells += [_spread(r.per_seed[k], pct) for k, _ in columns]
+            cells += [f"{r.metrics[loss_key]:.3f}", f"{r.metrics[secs_key]:.1f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+
+    table(_rev_columns(), True, "reverse final loss", "reverse train s")
+    c = LM_EVAL_LENGTHS[0]
+    lines += [
+        f"(b) Char-level GPT (d_model {LM_CONFIG.d_model}, {LM_CONFIG.num_layers} layers, "
+        f"{LM_CONFIG.num_heads} heads, max_len {LM_CONFIG.max_len}) on `{LM_TEXT}`, {steps} steps "
+        f"of {LM_BATCH} random {c}-character windows; validation loss in nats per character over "
+        f"the same {LM_EVAL_CHARS:,} held-out characters cut into windows of each length (every "
+        "position of a window counts; each window starts with an empty context).",
+        "",
+    ]
+    table(_lm_columns(), False, "lm final loss", "lm train s")
+    lines += [f"**Conclusion.** {_conclude_positions(results)}", ""]
+    return "\n".join(lines)
+
+
+def plot_positions(results: list[RunResult], path: Path) -> Path:
+    """Reversal exact match by length and LM loss by position (top), training losses (bottom)."""
+    from .viz import new_figure, save_figure
+
+    fig = new_figure(11, 7.5)
+    (rev_ax, pos_ax), (rev_loss_ax, lm_loss_ax) = fig.subplots(2, 2)
+    for r in results:
+        label = _LABEL.get(r.name, r.name)
+        lengths = list(r.by_length)
+        line = rev_ax.plot(lengths, [100 * r.by_length[n] for n in lengths], marker="o", ms=3)
+        rev_ax.fill_between(
+            lengths,
+            [100 * min(r.per_seed[_rev_key(n)]) for n in lengths],
+            [100 * max(r.per_seed[_rev_key(n)]) for n in lengths],
+            color=line[0].get_color(),
+            alpha=0.2,
+        )
+        line[0].set_label(label)
+        profile = r.series["lm position loss"]
+        pos_ax.plot(range(1, len(profile) + 1), profile, label=label)
+        steps, losses = zip(*r.curve)
+        rev_loss_ax.plot(steps, losses, label=label)
+        lm_loss_ax.plot(r.series["lm steps"], r.series["lm curve"], label=label)
+    rev_ax.axvline(REVERSE_TRAIN_MAX + 0.5, color="grey", ls="--", lw=1)
+    rev_ax.set_xlabel("sequence length (trained: left of the dashed line)")
+    rev_ax.set_ylabel("exact match (%), mean and min–max of seeds")
+    rev_ax.set_title("(a) reversal", fontsize=10)
+    pos_ax.axvline(LM_CONTEXT + 0.5, color="grey", ls="--", lw=1)
+    pos_ax.set_xlabel(
+        f"position in a {max(LM_EVAL_LENGTHS)}-character window (trained: ≤ {LM_CONTEXT})"
+    )
+    pos_ax.set_ylabel("validation loss (nats/char), mean of seeds")
+    pos_ax.set_title("(b) char LM", fontsize=10)
+    pos_ax.set_yscale("log")
+    for ax, what in ((rev_loss_ax, "reversal"), (lm_loss_ax, "char LM")):
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{what} training loss (nats/token)")
+    for ax in (rev_ax, pos_ax, rev_loss_ax, lm_loss_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(EXPERIMENTS["positions"].title)
+    return save_figure(fig, path)
+
+
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
         Experiment(
             "positions",
-            "Sinusoidal vs learned positions: length extrapolation on reversal",
+            "Sinusoidal vs learned vs rotary vs ALiBi positions: length extrapolation",
             lambda steps: [
-                RunSpec("sinusoidal", BASE_CONFIG),
-                RunSpec("learned", replace(BASE_CONFIG, positional="learned")),
+                RunSpec(kind, replace(BASE_CONFIG, positional=kind)) for kind in POSITION_KINDS
             ],
             _extrapolation_data,
             _conclude_positions,
+            custom=lambda out, steps, seed, seeds: run_positions(out, steps, seed, seeds),
+            default_steps=POSITIONS_DEFAULT_STEPS,
         ),
         Experiment(
             "norm",
@@ -452,22 +826,28 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 def run_experiment(
-    name: str, out_dir: str | Path, steps: int = 600, seed: int = 0
+    name: str, out_dir: str | Path, steps: int | None = None, seed: int = 0, seeds: int = 3
 ) -> list[RunResult]:
     """Run experiment ``name``; write ``out_dir/NAME.md`` and ``out_dir/NAME.png``.
 
     Args:
         name: a key of :data:`EXPERIMENTS`.
         out_dir: where the table and the picture go.
-        steps: optimizer steps per run (the fixed budget).
+        steps: optimizer steps per run (the fixed budget); None = the experiment's default (600;
+            :data:`POSITIONS_DEFAULT_STEPS` for ``positions``).
         seed: seeds the models' initialisation and the batch order (the same for every run).
+        seeds: for the multi-seed experiments (``positions``): seeds ``seed .. seed + seeds - 1``
+            per arm; the others run one seed.
 
     Returns:
-        One result per run.
+        One result per run (per arm, its metrics the means over seeds, for ``positions``).
     """
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
     exp = EXPERIMENTS[name]
+    steps = exp.default_steps if steps is None else steps
+    if exp.custom is not None:
+        return exp.custom(Path(out_dir), steps, seed, seeds)
     train, tests = exp.data(seed)
     results = []
     for spec in exp.runs(steps):
