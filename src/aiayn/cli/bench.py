@@ -19,6 +19,7 @@ BENCHMARKS = (
     "bench_gpt",
     "bench_embed",
     "bench_vit",
+    "bench_modern_blocks",
     # aiayn's defaults vs a plain recipe on 12 corpora, Bible verses in 8 minutes included (about
     # two hours); skipped by --quick
     "bench_robustness",
