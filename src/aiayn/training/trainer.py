@@ -572,13 +572,16 @@ class Trainer:
         """True on every rank when ``flag`` is true on any (ranks must take the same decisions)."""
         return self.dist.sum(flag) > 0 if self.dist.enabled else flag
 
+    def _main_value(self, value: float) -> float:
+        """Rank 0's ``value`` on every rank (every rank must call it)."""
+        if not self.dist.enabled:
+            return value
+        return self.dist.sum(value if self.dist.is_main else 0.0)
+
     def _shared_seconds(self) -> float:
         """Rank 0's budget clock on every rank: the learning rate, the snapshots and the stop follow
         one clock, so DDP replicas stay identical."""
-        seconds = self.seconds_used()
-        if not self.dist.enabled:
-            return seconds
-        return self.dist.sum(seconds if self.dist.is_main else 0.0)
+        return self._main_value(self.seconds_used())
 
     def _should_stop(self, deadline: float | None, seconds: float) -> str | None:
         cfg = self.config
@@ -596,8 +599,7 @@ class Trainer:
         """Run ``work()`` on every rank; rank 0's duration of it, shared by all ranks."""
         began = time.monotonic()
         work()
-        took = time.monotonic() - began
-        return self.dist.sum(took if self.dist.is_main else 0.0) if self.dist.enabled else took
+        return self._main_value(time.monotonic() - began)
 
     def train(self) -> list[dict[str, Any]]:
         """Train until the step or time budget is used up; save on the way out, even on
