@@ -29,7 +29,6 @@ Ignored: the ``position_ids``/``token_type_ids`` buffers and the next-sentence h
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -43,6 +42,7 @@ from torch import Tensor, nn
 from ..data.wordpiece import WordPieceTokenizer
 from ..errors import AiaynError, CheckpointError
 from ..models.bert import BertConfig, BertForMaskedLM, BertModel
+from .hf_files import read_json
 
 __all__ = [
     "MINILM_PACKAGE",
@@ -263,15 +263,6 @@ class PretrainedBert:
         return self.model.bert if isinstance(self.model, BertForMaskedLM) else self.model
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
 def _load_safetensors(path: Path) -> dict[str, Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -295,7 +286,7 @@ def _tokenizer_for(directory: Path, max_length: int) -> WordPieceTokenizer:
     if (directory / "vocab.txt").is_file():
         tok_config = directory / "tokenizer_config.json"
         lowercase = (
-            _read_json(tok_config).get("do_lower_case", True) if tok_config.is_file() else True
+            read_json(tok_config).get("do_lower_case", True) if tok_config.is_file() else True
         )
         return WordPieceTokenizer.from_vocab(directory / "vocab.txt", bool(lowercase), max_length)
     raise CheckpointError(f"{directory}: no tokenizer.json or vocab.txt")
@@ -314,7 +305,7 @@ def load_hf_dir(directory: str | Path, device: torch.device | str = "cpu") -> Pr
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such model folder")
-    hf_config = _read_json(directory / "config.json")
+    hf_config = read_json(directory / "config.json")
     if hf_config.get("model_type", "bert") != "bert":
         raise CheckpointError(
             f"{directory}/config.json: a {hf_config.get('model_type')!r} model, not BERT"
@@ -326,15 +317,15 @@ def load_hf_dir(directory: str | Path, device: torch.device | str = "cpu") -> Pr
     max_length = config.max_len
     st_config = directory / "sentence_bert_config.json"
     if st_config.is_file():
-        max_length = min(max_length, int(_read_json(st_config).get("max_seq_length", max_length)))
+        max_length = min(max_length, int(read_json(st_config).get("max_seq_length", max_length)))
     pooling, normalize = "mean", False
     pool_config = directory / "1_Pooling" / "config.json"
     if pool_config.is_file():
-        pool = _read_json(pool_config)
+        pool = read_json(pool_config)
         pooling = "cls" if pool.get("pooling_mode_cls_token") else "mean"
     modules = directory / "modules.json"
     if modules.is_file():
-        normalize = any(m.get("type", "").endswith("Normalize") for m in _read_json(modules))
+        normalize = any(m.get("type", "").endswith("Normalize") for m in read_json(modules))
     tokenizer = _tokenizer_for(directory, max_length)
     return PretrainedBert(model, tokenizer, config, max_length, pooling, normalize, directory)
 

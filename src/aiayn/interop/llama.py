@@ -25,7 +25,6 @@ safetensors weights (one file or shards) of a folder written by ``save_pretraine
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from torch import Tensor
 from ..errors import CheckpointError
 from ..layers import ffn_width
 from ..models.gpt import GPT, GPTConfig
+from .hf_files import read_json
 
 __all__ = [
     "config_from_hf",
@@ -225,15 +225,6 @@ def from_hf_llama(hf_model: Any, dtype: torch.dtype = torch.float32) -> GPT:
     return _build(config, state, dtype)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
 def _weight_files(directory: Path) -> list[Path]:
     """The safetensors files of a ``save_pretrained`` folder: one, or the shards of its index."""
     single = directory / "model.safetensors"
@@ -241,7 +232,7 @@ def _weight_files(directory: Path) -> list[Path]:
         return [single]
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index}: no weight_map")
         names = sorted(set(weight_map.values()))
@@ -297,7 +288,7 @@ def from_pretrained_dir(
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such model folder")
     try:
-        config = config_from_hf(_read_json(directory / "config.json"))
+        config = config_from_hf(read_json(directory / "config.json"))
     except CheckpointError as e:
         raise CheckpointError(f"{directory}/config.json: {e}") from None
     except (TypeError, ValueError) as e:  # a field missing or of the wrong type
