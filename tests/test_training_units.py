@@ -68,3 +68,18 @@ def test_guided_attention_loss_zero_on_diagonal_and_grows_away():
     assert 0 < losses[0] < losses[1] < losses[2]
     uniform = torch.full((1, 1, T, S), 1 / S)
     assert float(guided_attention_loss(uniform, lengths, lengths)) > losses[0]
+
+
+def test_one_slow_validation_does_not_move_the_end_of_training():
+    # The end-of-run reserve is the typical validation time: one slow one (another process had the
+    # CPU) must not end a short run seconds early, as it did on CI (a 6-s run ended after 5.3 s).
+    from aiayn.training.trainer import _RecentDurations
+
+    times = _RecentDurations()
+    assert times.typical() == 0.0
+    for seconds in (0.1, 0.9, 0.1):
+        times.add(seconds)
+    assert times.typical() == pytest.approx(0.1)
+    for seconds in (0.5, 0.5, 0.5):
+        times.add(seconds)  # a real change (longer outputs) wins within a few validations
+    assert times.typical() == pytest.approx(0.5)

@@ -25,6 +25,7 @@ import math
 import random
 import shutil
 import signal
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -259,8 +260,8 @@ class Trainer:
         self._averager: _Averager | None = None
         # Measured during the run, shared by all ranks: what one validation and one checkpoint
         # cost. Training stops early by what the end of the run will cost (see _horizon).
-        self._eval_seconds = 0.0
-        self._save_seconds = 0.0
+        self._eval_times = _RecentDurations()
+        self._save_times = _RecentDurations()
 
     # ---- state -----------------------------------------------------------------------------------
     def _full_model(self) -> nn.Module:
@@ -452,7 +453,9 @@ class Trainer:
         budget = self.config.budget_seconds
         if budget is None:
             return None
-        reserve = 2 * self._eval_seconds + self._save_seconds
+        # The end: a last validation (and one of the average, when averaging) and a save.
+        validations = 2 if self._averager is not None else 1
+        reserve = validations * self._eval_times.typical() + self._save_times.typical()
         return budget - min(reserve, MAX_END_RESERVE * budget)
 
     def used(self, seconds: float | None = None) -> float:
@@ -696,7 +699,9 @@ class Trainer:
                 now = time.monotonic()
                 eval_interval = None
                 if cfg.eval_every_seconds is not None:
-                    eval_interval = max(cfg.eval_every_seconds, self._eval_seconds / EVAL_SHARE)
+                    eval_interval = max(
+                        cfg.eval_every_seconds, self._eval_times.typical() / EVAL_SHARE
+                    )
                 is_eval = (
                     (cfg.eval_every is not None and self.step % cfg.eval_every == 0)
                     or self.step == cfg.max_steps
@@ -717,13 +722,15 @@ class Trainer:
                     if self._compile_seconds is not None and len(self.history) == 0:
                         record["compile_seconds"] = self._compile_seconds
                     if is_eval:
-                        self._eval_seconds = self._timed_on_main(
-                            lambda record=record: self._evaluate_and_keep_best(record)
+                        self._eval_times.add(
+                            self._timed_on_main(
+                                lambda record=record: self._evaluate_and_keep_best(record)
+                            )
                         )
                         last_eval_step, last_eval_time = self.step, time.monotonic()
                     self._log(record)
                     if is_eval:
-                        self._save_seconds = self._timed_on_main(self.save_last)
+                        self._save_times.add(self._timed_on_main(self.save_last))
                     if progress is not None:
                         progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
                     window_loss, window_tokens, window_start = 0.0, 0, time.monotonic()
@@ -786,6 +793,24 @@ class Trainer:
             "kept" if record["kept_average"] else "the last weights validate better",
         )
         self.model.load_state_dict(last)
+
+
+class _RecentDurations:
+    """The typical cost of something done now and then (a validation, a save): the median of the
+    last few times it took. One slow time (another process took the CPU; the first validation
+    imported sacrebleu) would otherwise end training seconds early (measured on CI: a 6-s run
+    ended after 5.3 s)."""
+
+    KEEP = 3
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def add(self, seconds: float) -> None:
+        self._times = [*self._times, seconds][-self.KEEP :]
+
+    def typical(self) -> float:
+        return statistics.median(self._times) if self._times else 0.0
 
 
 class _Averager:
