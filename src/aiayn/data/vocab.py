@@ -30,6 +30,18 @@ random-looking codes used again and again are units worth a piece), the vocabula
 alone. Measured: prose 1.0-1.2 bits (Bible verses in four languages), dictionary words 0.6, Roman
 numerals 0.9, dates 1.8, random letters 0.0-0.2; letters to sort, 3 CPU minutes: 98.6% exact with
 characters, 33.5% with the 766 pieces of the frequency rule.
+
+*Characters when the task works letter by letter.* A cipher, a change of case, simplified → traditional
+Chinese: each target character is a function of the source character at the same relative place.
+Pieces then only hide the letters the model must map: a Caesar cipher of Bible phrases, 3 CPU
+minutes, made 84.1% exact with 1,327 shared pieces, most errors a letter dropped or doubled inside a
+rare word. :func:`aligned_character_information` measures it: the mutual information between each
+target character and the source character at the same relative position (spaces removed), as a
+fraction of the target characters' entropy. Measured: 1.00 for a Caesar cipher and for simplified →
+traditional, 0.86 for words joined in CamelCase, 0.52 Cyrillic → Latin, 0.46 hanzi → pinyin, 0.27
+grapheme → phoneme, 0.03-0.20 for translation, numbers, dates, reversal. At
+:data:`LETTER_BY_LETTER` or more (and short enough lines, :data:`LETTER_BY_LETTER_MAX_CHARS`: a
+character-level model of long lines pays in sequence length), both sides get characters alone.
 """
 
 from __future__ import annotations
@@ -54,6 +66,10 @@ MIN_ASSOCIATION_BITS = 0.3
 ASSOCIATION_SAMPLE = 20000
 #: One vocabulary when at least this fraction of the target's characters occur in the source.
 SHARED_ALPHABET = 0.5
+#: Characters alone when aligned characters carry at least this fraction of the target's entropy.
+LETTER_BY_LETTER = 0.75
+#: ... and the average line (the longer side) is at most this many characters.
+LETTER_BY_LETTER_MAX_CHARS = 100
 
 
 def shares_alphabet(sources: Sequence[str], targets: Sequence[str]) -> bool:
@@ -113,6 +129,44 @@ def letters_are_unrelated(texts: Sequence[str]) -> bool:
     )
 
 
+def aligned_character_information(pairs: Sequence[tuple[str, str]]) -> float:
+    """How much each target character is told by the source character at the same relative
+    position (spaces removed on both sides): their mutual information as a fraction of the target
+    characters' entropy, over the first :data:`ASSOCIATION_SAMPLE` pairs. 1.0 when the target is
+    the source rewritten character for character; near 0 for translation."""
+    joint: Counter[tuple[str, str]] = Counter()
+    for source, target in pairs[:ASSOCIATION_SAMPLE]:
+        s, t = "".join(source.split()), "".join(target.split())
+        if s and t:
+            joint.update((s[i * len(s) // len(t)], c) for i, c in enumerate(t))
+    n = sum(joint.values())
+    if n == 0:
+        return 0.0
+    src_counts: Counter[str] = Counter()
+    tgt_counts: Counter[str] = Counter()
+    for (a, b), c in joint.items():
+        src_counts[a] += c
+        tgt_counts[b] += c
+    information = sum(
+        c / n * math.log2(c * n / (src_counts[a] * tgt_counts[b])) for (a, b), c in joint.items()
+    )
+    entropy = -sum(c / n * math.log2(c / n) for c in tgt_counts.values())
+    return information / entropy if entropy > 0 else 1.0
+
+
+def maps_letter_by_letter(pairs: Sequence[tuple[str, str]]) -> bool:
+    """True when the corpus rewrites its sources character for character (see the module
+    docstring), in lines short enough for a character-level model."""
+    sample = pairs[:ASSOCIATION_SAMPLE]
+    if not sample:
+        return False
+    longest = sum(max(len(s), len(t)) for s, t in sample) / len(sample)
+    return (
+        longest <= LETTER_BY_LETTER_MAX_CHARS
+        and aligned_character_information(sample) >= LETTER_BY_LETTER
+    )
+
+
 def _learned_pieces(tokenizer: BPETokenizer) -> list[int]:
     """Ids of the pieces BPE built by merging (not the special tokens, not single characters)."""
     vocab = tokenizer.hf_tokenizer.get_vocab()
@@ -134,6 +188,7 @@ def learn_vocabulary(
     min_frequency: int = MIN_PIECE_FREQUENCY,
     max_size: int = MAX_VOCAB,
     sides: Sequence[Sequence[str]] | None = None,
+    letter_by_letter: bool = False,
 ) -> BPETokenizer:
     """A BPE tokenizer for ``texts`` whose size follows the rules of the module docstring.
 
@@ -144,18 +199,23 @@ def learn_vocabulary(
         max_size: the largest vocabulary the rule may choose.
         sides: the texts of each side when ``texts`` joins them (a shared vocabulary): characters
             alone when either side's letters are unrelated (default: ``texts`` is one side).
+        letter_by_letter: the corpus rewrites its sources character for character
+            (:func:`maps_letter_by_letter`): characters alone.
     """
     texts = list(texts)
     if vocab_size is not None:
         return BPETokenizer.train(texts, vocab_size)
-    if any(letters_are_unrelated(list(side)) for side in (sides or [texts])):
-        tokenizer = BPETokenizer.train(texts, len(SPECIAL_TOKENS) + 1)  # every character, no merge
-        log.info(
-            "vocabulary: %d characters, no pieces (neighbouring letters are unrelated: under "
-            "%.1f bits of association, and few words recur)",
-            tokenizer.vocab_size,
-            MIN_ASSOCIATION_BITS,
+    reason = None
+    if letter_by_letter:
+        reason = "the target rewrites the source character for character"
+    elif any(letters_are_unrelated(list(side)) for side in (sides or [texts])):
+        reason = (
+            f"neighbouring letters are unrelated: under {MIN_ASSOCIATION_BITS:.1f} bits of "
+            "association, and few words recur"
         )
+    if reason is not None:
+        tokenizer = BPETokenizer.train(texts, len(SPECIAL_TOKENS) + 1)  # every character, no merge
+        log.info("vocabulary: %d characters, no pieces (%s)", tokenizer.vocab_size, reason)
         return tokenizer
     tokenizer = BPETokenizer.train(texts, max_size, min_frequency=min_frequency)
     log.info(

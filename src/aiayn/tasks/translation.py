@@ -446,17 +446,20 @@ def learn_tokenizers(
 ) -> tuple[Tokenizer, Tokenizer]:
     """Source and target tokenizers from the training pairs (the same one when ``joint``), learned
     on rank 0 and handed, identical, to every rank. Sizes follow :mod:`aiayn.data.vocab`'s rule."""
-    from ..data.vocab import learn_vocabulary
+    from ..data.vocab import learn_vocabulary, maps_letter_by_letter
 
     texts = None
     if dist.is_main:
         sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+        letters = vocab_size is None and maps_letter_by_letter(pairs)
         if joint:
-            joined = learn_vocabulary(sources + targets, vocab_size, sides=(sources, targets))
+            joined = learn_vocabulary(
+                sources + targets, vocab_size, sides=(sources, targets), letter_by_letter=letters
+            )
             texts = [joined.hf_tokenizer.to_str()] * 2
         else:
             texts = [
-                learn_vocabulary(side, vocab_size).hf_tokenizer.to_str()
+                learn_vocabulary(side, vocab_size, letter_by_letter=letters).hf_tokenizer.to_str()
                 for side in (sources, targets)
             ]
     texts = dist.broadcast_object(texts)
