@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "local_attention",
             "dropout",
             "init",
+            "logits",
         },
     ),
     ("layers", {"layers"}),

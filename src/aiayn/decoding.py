@@ -6,6 +6,10 @@ Shapes: B batch (sentences), K beams, S source length, V vocabulary.
 * :func:`beam_search` — keep the K best partial translations; GNMT length penalty (Wu et al., 2016)
   ``lp(Y) = ((5 + |Y|) / 6) ** alpha``; a hypothesis ends at ``<eos>``; a sentence stops when no living
   hypothesis can still beat its K finished ones (an exact bound, not a heuristic).
+* :func:`sample_search` — translation by sampling: one draw per step, n samples per sentence.
+* :func:`search` — the three behind one :class:`SearchOptions` (what ``aiayn translate`` calls).
+* :func:`align` — the source position each output token attends to most (fairseq's
+  ``--print-alignment``).
 * Logit filters for sampling: temperature, top-k, top-p (nucleus).
 * :func:`generate` / :func:`stream_generate` — decoder-only (GPT) generation: greedy or sampled,
   batched prompts of different lengths (left-padded), KV cache, stop on ``<eos>`` or a caller's test.
@@ -14,18 +18,27 @@ Both searches decode one token at a time with the decoder's KV cache; the encode
 cross-attention keys/values are computed once per source. Sentences leave the batch as soon as they are
 finished, so a long sentence doesn't make the short ones pay. The maximum output length is the source
 length + 50, as in the paper (section 6.1).
+
+Every search also takes: several models (an ensemble: the mean of their next-token log-probabilities,
+as Marian combines its scorers; models that share both vocabularies), the decoding controls of
+:mod:`aiayn.logits` (built only when one is on, so the plain path does no extra work per step), and a
+forced target ``prefix`` (the output starts with these tokens, with their log-probabilities, and the
+search continues after them; the controls apply from the first free token).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
-from .errors import ModelDivergedError
+from .data.batching import collate_seq2seq
+from .data.tokenizers import UNK_ID, Tokenizer
+from .errors import AiaynError, ConfigError, ModelDivergedError
+from .logits import NEG_INF, DecodingControls, LogitsProcessor, StepContext, build_processors
 from .models.gpt import GPT, positions_from_mask
 from .models.seq2seq import Transformer
 
@@ -35,19 +48,53 @@ MAX_BEAM = 64
 #: Paper section 6.1: "maximum output length to input length + 50".
 EXTRA_OUTPUT_LEN = 50
 
+#: One model, or several decoded as an ensemble.
+Models = Transformer | Sequence[Transformer]
+
 
 @dataclass
 class Hypothesis:
-    """A finished output: token ids (no BOS/EOS), summed log-probability, length-normalised score."""
+    """A finished output: token ids (no BOS/EOS), summed log-probability, length-normalised score.
+
+    ``token_logprobs`` (one per token) and ``eos_logprob`` (None when the output ran out of length
+    budget instead of ending) are filled when the search was asked for them; ``logprob`` is their
+    sum. Greedy search without them leaves ``logprob`` and ``score`` NaN (not computed).
+    """
 
     tokens: list[int]
     logprob: float
     score: float
+    token_logprobs: list[float] | None = None
+    eos_logprob: float | None = None
+
+    @property
+    def mean_logprob(self) -> float:
+        """The mean log-probability per decoding step (the tokens, and ``<eos>`` when it ended)."""
+        steps = len(self.tokens) + (self.eos_logprob is not None)
+        return self.logprob / max(steps, 1)
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """GNMT length penalty ``((5 + length) / 6) ** alpha`` (alpha = 0: no normalisation)."""
     return ((5.0 + length) / 6.0) ** alpha
+
+
+def _hypothesis(
+    output: list[int], eos_id: int, alpha: float, logprob: float, step_logprobs: list[float] | None
+) -> Hypothesis:
+    """A hypothesis from its decoded tokens (``<eos>`` last when it ended) and per-step scores."""
+    ended = bool(output) and output[-1] == eos_id
+    tokens = output[:-1] if ended else output
+    length = len(tokens) + 1  # the EOS counts, as in GNMT/fairseq
+    if step_logprobs is None:
+        return Hypothesis(tokens, logprob, logprob / length_penalty(length, alpha))
+    return Hypothesis(
+        tokens,
+        logprob,
+        logprob / length_penalty(length, alpha),
+        token_logprobs=step_logprobs[: len(tokens)],
+        eos_logprob=step_logprobs[-1] if ended else None,
+    )
 
 
 def _max_lengths(
@@ -76,8 +123,8 @@ class _Stepper:
         self.cache = model.new_cache() if use_cache else None
         self.first = True
 
-    def logits(self, tokens: Tensor) -> Tensor:
-        """``tokens (N, t)`` so far -> scores of the next token ``(N, V)``."""
+    def logits(self, tokens: Tensor, processors: LogitsProcessor | None = None) -> Tensor:
+        """``tokens (N, t)`` so far -> scores of the next token ``(N, V)``, after ``processors``."""
         if self.use_cache:
             memory = self.memory if self.first else None  # cross-attn keys/values already cached
             logits = self.model.decode(tokens[:, -1:], memory, self.mask, self.cache)
@@ -85,11 +132,16 @@ class _Stepper:
         else:
             logits = self.model.decode(tokens, self.memory, self.mask)
         self.first = False
-        return logits[:, -1]
+        logits = logits[:, -1]
+        return logits if processors is None else processors(tokens, logits)
 
-    def logprobs(self, tokens: Tensor) -> Tensor:
+    def normalise(self, logits: Tensor) -> Tensor:
+        """Scores from :meth:`logits` -> log-probabilities."""
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def logprobs(self, tokens: Tensor, processors: LogitsProcessor | None = None) -> Tensor:
         """``tokens (N, t)`` so far -> log-probabilities of the next token ``(N, V)``."""
-        return torch.log_softmax(self.logits(tokens).float(), dim=-1)
+        return self.normalise(self.logits(tokens, processors))
 
     def select(self, index: Tensor) -> None:
         """Keep rows ``index`` (beam parents, or the sentences still decoding)."""
@@ -102,9 +154,148 @@ class _Stepper:
                 layer_cache.reorder(index)
 
 
+class _Ensemble:
+    """Several steppers as one: the next-token scores are the mean of the members' log-probabilities
+    (each after the processors). The mean is not renormalised, so a sequence's score is the mean of
+    its log-probabilities under each model (Marian's rule; fairseq averages probabilities instead)."""
+
+    def __init__(self, members: list[_Stepper]) -> None:
+        self.members = members
+
+    def logits(self, tokens: Tensor, processors: LogitsProcessor | None = None) -> Tensor:
+        total = self.members[0].logprobs(tokens, processors)
+        for member in self.members[1:]:
+            total = total + member.logprobs(tokens, processors)
+        return total / len(self.members)
+
+    def normalise(self, logits: Tensor) -> Tensor:
+        return logits  # already (mean) log-probabilities
+
+    def logprobs(self, tokens: Tensor, processors: LogitsProcessor | None = None) -> Tensor:
+        return self.logits(tokens, processors)
+
+    def select(self, index: Tensor) -> None:
+        for member in self.members:
+            member.select(index)
+
+
+def _members(model: Models) -> list[Transformer]:
+    return list(model) if isinstance(model, (list, tuple)) else [model]
+
+
+def _stepper(
+    models: list[Transformer], src: Tensor, mask: Tensor, rows: Tensor | None, use_cache: bool
+) -> _Stepper | _Ensemble:
+    """One stepper per model (each encodes the source once), with rows ``rows`` of the batch."""
+    steppers = []
+    for model in models:
+        memory, row_mask = model.encode(src, mask), mask
+        if rows is not None:
+            memory, row_mask = memory.index_select(0, rows), mask.index_select(0, rows)
+        steppers.append(_Stepper(model, memory, row_mask, use_cache))
+    return steppers[0] if len(steppers) == 1 else _Ensemble(steppers)
+
+
+def _translation_processors(
+    controls: DecodingControls | None, eos_id: int
+) -> LogitsProcessor | None:
+    # The decoder's tokens start with <bos>, which is no output token (for --min-len).
+    return build_processors(controls, StepContext(eos_id, prompt_length=1))
+
+
+def _force(logprobs: Tensor, token: int) -> Tensor:
+    """Only ``token`` stays possible, with its own log-probability (fairseq's prefix forcing)."""
+    forced = torch.full_like(logprobs, NEG_INF)
+    forced[:, token] = logprobs[:, token]
+    return forced
+
+
+#: ``pick(logits (N, V)) -> next tokens (N,)``: argmax, or a draw.
+PickFn = Callable[[Tensor], Tensor]
+
+
+def _argmax(logits: Tensor) -> Tensor:
+    return logits.argmax(-1)  # softmax keeps the order
+
+
+def _one_choice_search(
+    stepper: _Stepper | _Ensemble,
+    tokens: Tensor,
+    budget: Tensor,
+    eos_id: int,
+    alpha: float,
+    pick: PickFn = _argmax,
+    processors: LogitsProcessor | None = None,
+    prefix: Sequence[int] = (),
+    scores: bool = False,
+) -> list[Hypothesis]:
+    """Greedy or sampled decoding: one token chosen per row and step, rows leaving when finished.
+
+    Args:
+        stepper: the model(s), positioned on the rows of ``tokens``.
+        tokens: ``(N, 1)`` the start tokens.
+        budget: ``(N,)`` each row's length budget.
+        pick: chooses the next tokens from the scores.
+        processors: the decoding controls (None: off).
+        prefix: tokens forced first.
+        scores: track per-token log-probabilities (else the hypotheses' scores are NaN).
+    """
+    N = tokens.shape[0]
+    results: list[Hypothesis | None] = [None] * N
+    alive = torch.arange(N, device=tokens.device)  # which row each live row is
+    step_logprobs = tokens.new_zeros((N, 0), dtype=torch.float) if scores else None
+    step = 0
+    while alive.numel():
+        forced = step < len(prefix)
+        logits = stepper.logits(tokens, None if forced else processors)
+        next_tok = tokens.new_full((tokens.shape[0],), prefix[step]) if forced else pick(logits)
+        if step_logprobs is not None:
+            chosen = stepper.normalise(logits).gather(1, next_tok[:, None])
+            step_logprobs = torch.cat([step_logprobs, chosen], 1)
+        step += 1
+        tokens = torch.cat([tokens, next_tok[:, None]], 1)
+        done = (next_tok == eos_id) | (budget[alive] <= step)
+        if done.any():
+            for row in done.nonzero().flatten().tolist():
+                lps = None if step_logprobs is None else step_logprobs[row].tolist()
+                logprob = math.nan if lps is None else sum(lps)
+                out = tokens[row, 1:].tolist()
+                results[int(alive[row])] = _hypothesis(out, eos_id, alpha, logprob, lps)
+            keep = (~done).nonzero().flatten()
+            alive, tokens = alive[keep], tokens[keep]
+            if step_logprobs is not None:
+                step_logprobs = step_logprobs[keep]
+            if alive.numel():
+                stepper.select(keep)
+    return results  # type: ignore[return-value]  # every row finished
+
+
+def _start(
+    models: list[Transformer],
+    src: Tensor,
+    src_key_mask: Tensor | None,
+    copies: int,
+    bos_id: int,
+    max_len: int | None,
+    length_ratio: float | None,
+    use_cache: bool,
+) -> tuple[_Stepper | _Ensemble, Tensor, Tensor]:
+    """The stepper on ``copies`` rows per sentence, their start tokens, and each sentence's length
+    budget."""
+    src_key_mask = models[0].source_mask(src, src_key_mask)
+    B = src.shape[0]
+    budget = _max_lengths(src_key_mask, max_len, length_ratio)
+    rows = None
+    if copies > 1:
+        rows = torch.arange(B, device=src.device).repeat_interleave(copies)
+    stepper = _stepper(models, src, src_key_mask, rows, use_cache)
+    tokens = torch.full((B * copies, 1), bos_id, dtype=torch.long, device=src.device)
+    return stepper, tokens, budget
+
+
 @torch.inference_mode()
 def greedy_search(
-    model: Transformer,
+    model: Models,
     src: Tensor,
     src_key_mask: Tensor | None = None,
     bos_id: int = 1,
@@ -112,11 +303,15 @@ def greedy_search(
     max_len: int | None = None,
     use_cache: bool = True,
     length_ratio: float | None = None,
+    *,
+    controls: DecodingControls | None = None,
+    prefix: Sequence[int] = (),
 ) -> list[list[int]]:
     """Most probable token at each step, for a batch of sources.
 
     Args:
-        model: an encoder-decoder Transformer (put in eval mode by the caller).
+        model: an encoder-decoder Transformer (put in eval mode by the caller), or several (an
+            ensemble).
         src: ``(B, S)`` source ids (``tokens + <eos>``, right-padded).
         src_key_mask: ``(B, S)`` True for real source tokens (from ``pad_id`` when omitted).
         bos_id, eos_id: special token ids.
@@ -124,37 +319,108 @@ def greedy_search(
         use_cache: decode with the KV cache (False recomputes everything; for tests).
         length_ratio: allow up to this many output tokens per source token (the longest ratio the
             model saw in training; see :func:`_max_lengths`).
+        controls: repetition penalty, n-gram and length limits, bans (:mod:`aiayn.logits`).
+        prefix: target tokens the output is forced to start with.
 
     Returns:
         One token list per sentence, without BOS and EOS.
     """
-    src_key_mask = model.source_mask(src, src_key_mask)
-    budget = _max_lengths(src_key_mask, max_len, length_ratio)
-    stepper = _Stepper(model, model.encode(src, src_key_mask), src_key_mask, use_cache)
-    B = src.shape[0]
-    results: list[list[int]] = [[] for _ in range(B)]
-    alive = torch.arange(B, device=src.device)  # which sentence each row is
-    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
-    step = 0
-    while alive.numel():
-        next_tok = stepper.logits(tokens).argmax(-1)  # (N,); softmax keeps the order
-        step += 1
-        tokens = torch.cat([tokens, next_tok[:, None]], 1)
-        done = (next_tok == eos_id) | (budget[alive] <= step)
-        if done.any():
-            for row in done.nonzero().flatten().tolist():
-                out = tokens[row, 1:].tolist()
-                results[int(alive[row])] = out[:-1] if out[-1] == eos_id else out
-            keep = (~done).nonzero().flatten()
-            alive, tokens = alive[keep], tokens[keep]
-            if alive.numel():
-                stepper.select(keep)
-    return results
+    hyps = _greedy(
+        model,
+        src,
+        src_key_mask,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_len=max_len,
+        use_cache=use_cache,
+        length_ratio=length_ratio,
+        controls=controls,
+        prefix=prefix,
+    )
+    return [h.tokens for h in hyps]
+
+
+@torch.inference_mode()
+def _greedy(
+    model: Models,
+    src: Tensor,
+    src_key_mask: Tensor | None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int | None,
+    length_ratio: float | None,
+    controls: DecodingControls | None,
+    prefix: Sequence[int],
+    use_cache: bool = True,
+    scores: bool = False,
+    alpha: float = 0.0,
+) -> list[Hypothesis]:
+    """:func:`greedy_search`'s hypotheses; with ``scores``, their log-probabilities and scores
+    (length penalty ``alpha``)."""
+    stepper, tokens, budget = _start(
+        _members(model), src, src_key_mask, 1, bos_id, max_len, length_ratio, use_cache
+    )
+    processors = _translation_processors(controls, eos_id)
+    return _one_choice_search(
+        stepper, tokens, budget, eos_id, alpha, _argmax, processors, prefix, scores
+    )
+
+
+@torch.inference_mode()
+def sample_search(
+    model: Models,
+    src: Tensor,
+    src_key_mask: Tensor | None = None,
+    samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    alpha: float = 0.6,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    max_len: int | None = None,
+    use_cache: bool = True,
+    length_ratio: float | None = None,
+    *,
+    controls: DecodingControls | None = None,
+    prefix: Sequence[int] = (),
+) -> list[list[Hypothesis]]:
+    """Translate by sampling: each step draws the next token (as :func:`sample_next`).
+
+    Args:
+        samples: independent samples per sentence.
+        temperature, top_k, top_p: as :func:`sample_next` (temperature 0 = greedy).
+        generator: the random generator (seed it for repeatable samples; the draws depend on the
+            batch, so the same sentences in the same batches give the same samples).
+        alpha: the length-penalty exponent of the samples' scores (their order).
+        Others as :func:`greedy_search`.
+
+    Returns:
+        Per sentence, its samples, best score first, each with per-token log-probabilities (of the
+        model's distribution after the controls, before temperature and filtering).
+    """
+    _check_sampling(temperature, top_k, top_p)
+    stepper, tokens, budget = _start(
+        _members(model), src, src_key_mask, samples, bos_id, max_len, length_ratio, use_cache
+    )
+
+    def pick(logits: Tensor) -> Tensor:
+        return sample_next(logits, temperature, top_k, top_p, generator)
+
+    processors = _translation_processors(controls, eos_id)
+    budget = budget.repeat_interleave(samples)
+    hyps = _one_choice_search(
+        stepper, tokens, budget, eos_id, alpha, pick, processors, prefix, True
+    )
+    groups = [hyps[b : b + samples] for b in range(0, len(hyps), samples)]
+    return [sorted(g, key=lambda h: h.score, reverse=True) for g in groups]
 
 
 @torch.inference_mode()
 def beam_search(
-    model: Transformer,
+    model: Models,
     src: Tensor,
     src_key_mask: Tensor | None = None,
     beam_size: int = 4,
@@ -164,11 +430,15 @@ def beam_search(
     max_len: int | None = None,
     use_cache: bool = True,
     length_ratio: float | None = None,
+    *,
+    controls: DecodingControls | None = None,
+    prefix: Sequence[int] = (),
+    scores: bool = False,
 ) -> list[list[Hypothesis]]:
     """Batched beam search with the GNMT length penalty.
 
     Args:
-        model: an encoder-decoder Transformer in eval mode.
+        model: an encoder-decoder Transformer in eval mode, or several (an ensemble).
         src: ``(B, S)`` source ids, right-padded.
         src_key_mask: ``(B, S)`` True for real tokens.
         beam_size: K, hypotheses kept per sentence (1 = greedy).
@@ -177,6 +447,8 @@ def beam_search(
         max_len: cap on output length (default: source length + 50).
         use_cache: decode with the KV cache.
         length_ratio: allow up to this many output tokens per source token (see greedy_search).
+        controls, prefix: as :func:`greedy_search`.
+        scores: also return each hypothesis's per-token log-probabilities.
 
     Returns:
         Per sentence, its finished hypotheses, best first (at most ``beam_size``).
@@ -184,65 +456,49 @@ def beam_search(
     if not 1 <= beam_size <= MAX_BEAM:
         raise ValueError(f"beam_size must be in 1..{MAX_BEAM}, got {beam_size}")
     K = beam_size
-    src_key_mask = model.source_mask(src, src_key_mask)
     B = src.shape[0]
     device = src.device
-    budget = _max_lengths(src_key_mask, max_len, length_ratio)
-    memory = model.encode(src, src_key_mask)
-    rows = torch.arange(B, device=device).repeat_interleave(K)  # (B*K,) sentence of each beam row
-    stepper = _Stepper(
-        model, memory.index_select(0, rows), src_key_mask.index_select(0, rows), use_cache
+    stepper, tokens, budget = _start(
+        _members(model), src, src_key_mask, K, bos_id, max_len, length_ratio, use_cache
     )
-    tokens = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
+    processors = _translation_processors(controls, eos_id)
     # Only beam 0 is live at the start, so the K copies of <bos> don't fill the beam with duplicates.
-    scores = torch.full((B, K), float("-inf"), device=device)
-    scores[:, 0] = 0.0
+    beam_scores = torch.full((B, K), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0
+    # (N * K, t) the log-probability of each token of each beam, when asked for.
+    step_logprobs = torch.zeros((B * K, 0), device=device) if scores else None
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
     alive = torch.arange(B, device=device)  # sentences still decoding, in row-block order
     step = 0
     while alive.numel():
         N = alive.numel()
-        logprobs = stepper.logprobs(tokens)  # (N*K, V)
+        if step < len(prefix):
+            logprobs = _force(stepper.logprobs(tokens), prefix[step])
+        else:
+            logprobs = stepper.logprobs(tokens, processors)  # (N*K, V)
         V = logprobs.shape[-1]
         step += 1
-        candidates = (scores.view(N * K, 1) + logprobs).view(N, K * V)
+        candidates = (beam_scores.view(N * K, 1) + logprobs).view(N, K * V)
         top_scores, top_index = candidates.topk(min(2 * K, K * V), dim=-1)  # (N, 2K)
         parent = top_index // V  # beam each candidate extends
         token = top_index % V
+        top_lps = None if step_logprobs is None else logprobs.view(N, K * V).gather(1, top_index)
         last_step = budget[alive] <= step  # (N,)
         is_eos = (token == eos_id) | last_step[:, None]
 
         # Record finished hypotheses (EOS, or out of length budget), then pick the K best live ones.
-        top_scores_l, parent_l, token_l = top_scores.tolist(), parent.tolist(), token.tolist()
-        is_eos_l, last_step_l, tokens_l = is_eos.tolist(), last_step.tolist(), None
-        alive_l, budget_l = alive.tolist(), budget[alive].tolist()
-        sentence_done = []
-        for n in range(N):
-            b = alive_l[n]
-            for j in range(top_scores.shape[1]):
-                if not is_eos_l[n][j] or top_scores_l[n][j] == float("-inf"):
-                    continue
-                if j >= K and not last_step_l[n]:
-                    break  # only EOS among the top K candidates may end (standard beam rule)
-                if tokens_l is None:
-                    tokens_l = tokens.tolist()
-                prefix = tokens_l[n * K + parent_l[n][j]][1:]
-                if token_l[n][j] != eos_id:
-                    prefix = prefix + [token_l[n][j]]
-                length = len(prefix) + 1  # the EOS counts, as in GNMT/fairseq
-                finished[b].append(
-                    Hypothesis(
-                        prefix,
-                        top_scores_l[n][j],
-                        top_scores_l[n][j] / length_penalty(length, alpha),
-                    )
-                )
-            finished[b].sort(key=lambda h: h.score, reverse=True)
-            del finished[b][K:]
-            sentence_done.append(
-                last_step_l[n]
-                or _cannot_improve(finished[b], K, top_scores_l[n], is_eos_l[n], budget_l[n], alpha)
-            )
+        this_step = _Candidates(
+            top_scores,
+            parent,
+            token,
+            is_eos,
+            last_step,
+            budget[alive],
+            tokens,
+            step_logprobs,
+            top_lps,
+        )
+        sentence_done = _record_finished(finished, alive.tolist(), K, this_step, eos_id, alpha)
 
         live_scores = top_scores.masked_fill(is_eos, float("-inf"))
         best_live, order = live_scores.topk(K, dim=-1)  # (N, K)
@@ -250,7 +506,10 @@ def beam_search(
         new_token = token.gather(1, order)
         rows_index = (torch.arange(N, device=device)[:, None] * K + new_parent).view(-1)
         tokens = torch.cat([tokens.index_select(0, rows_index), new_token.view(-1, 1)], 1)
-        scores = best_live
+        if step_logprobs is not None:
+            chosen = top_lps.gather(1, order).view(-1, 1)
+            step_logprobs = torch.cat([step_logprobs.index_select(0, rows_index), chosen], 1)
+        beam_scores = best_live
         stepper.select(rows_index)
 
         if any(sentence_done):
@@ -258,10 +517,80 @@ def beam_search(
             keep = (~done).nonzero().flatten()
             alive = alive[keep]
             keep_rows = (keep[:, None] * K + torch.arange(K, device=device)).view(-1)
-            tokens, scores = tokens.index_select(0, keep_rows), scores.index_select(0, keep)
+            tokens = tokens.index_select(0, keep_rows)
+            beam_scores = beam_scores.index_select(0, keep)
+            if step_logprobs is not None:
+                step_logprobs = step_logprobs.index_select(0, keep_rows)
             if alive.numel():
                 stepper.select(keep_rows)
     return finished
+
+
+class _Candidates:
+    """One beam step's candidates, per live sentence, as plain lists: they are read per sentence per
+    step, where tensor indexing would cost more than the arithmetic. The beams' tokens (and
+    log-probabilities) become lists only when a hypothesis finishes: most steps finish none."""
+
+    def __init__(
+        self,
+        scores: Tensor,
+        parent: Tensor,
+        token: Tensor,
+        is_eos: Tensor,
+        last_step: Tensor,
+        budget: Tensor,
+        tokens: Tensor,
+        step_logprobs: Tensor | None,
+        token_logprobs: Tensor | None,
+    ) -> None:
+        self.scores, self.parent, self.token = scores.tolist(), parent.tolist(), token.tolist()
+        self.is_eos, self.last_step, self.budget = (
+            is_eos.tolist(),
+            last_step.tolist(),
+            budget.tolist(),
+        )
+        self._tensors = (tokens, step_logprobs, token_logprobs)
+        self._lists: list[list | None] | None = None
+
+    def output(self, n: int, j: int, K: int) -> tuple[list[int], list[float] | None]:
+        """Candidate ``j`` of sentence ``n``: its tokens after ``<bos>`` (its own last), and their
+        log-probabilities when tracked."""
+        if self._lists is None:
+            self._lists = [None if t is None else t.tolist() for t in self._tensors]
+        tokens, step_logprobs, token_logprobs = self._lists
+        row = n * K + self.parent[n][j]
+        output = tokens[row][1:] + [self.token[n][j]]
+        if step_logprobs is None:
+            return output, None
+        return output, step_logprobs[row] + [token_logprobs[n][j]]
+
+
+def _record_finished(
+    finished: list[list[Hypothesis]],
+    alive: list[int],
+    K: int,
+    c: _Candidates,
+    eos_id: int,
+    alpha: float,
+) -> list[bool]:
+    """Add each sentence's finished candidates to ``finished`` (best K kept); per sentence, whether
+    it is done."""
+    sentence_done = []
+    for n, b in enumerate(alive):
+        for j, score in enumerate(c.scores[n]):
+            if not c.is_eos[n][j] or score == float("-inf"):
+                continue
+            if j >= K and not c.last_step[n]:
+                break  # only EOS among the top K candidates may end (standard beam rule)
+            output, lps = c.output(n, j, K)
+            finished[b].append(_hypothesis(output, eos_id, alpha, score, lps))
+        finished[b].sort(key=lambda h: h.score, reverse=True)
+        del finished[b][K:]
+        sentence_done.append(
+            c.last_step[n]
+            or _cannot_improve(finished[b], K, c.scores[n], c.is_eos[n], c.budget[n], alpha)
+        )
+    return sentence_done
 
 
 def _cannot_improve(
@@ -287,6 +616,190 @@ def _cannot_improve(
         return True
     bound = live / length_penalty(budget + 1, alpha) if alpha > 0 else live
     return finished[-1].score >= bound
+
+
+# ---- One entry point for translation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling instead of search: temperature (0 = greedy), top-k (0 = off), top-p (1.0 = off)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_sampling(self.temperature, self.top_k, self.top_p)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How :func:`search` decodes.
+
+    Attributes:
+        beam: beam size (1 = greedy; unused when sampling).
+        alpha: GNMT length-penalty exponent (the order of the n-best and of samples).
+        nbest: hypotheses returned per sentence (at most ``beam``; with sampling, the samples drawn).
+        max_len: cap on output length.
+        sampling: sample instead of searching (None: search).
+        controls: the decoding controls (None or all off: none).
+        prefix: target tokens forced first.
+        scores: per-token log-probabilities (``logprob`` and ``score`` of greedy outputs need them).
+    """
+
+    beam: int = 4
+    alpha: float = 0.6
+    nbest: int = 1
+    max_len: int | None = None
+    sampling: Sampling | None = None
+    controls: DecodingControls | None = None
+    prefix: tuple[int, ...] = ()
+    scores: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.beam <= MAX_BEAM:
+            raise ConfigError(f"beam size must be 1 to {MAX_BEAM}, got {self.beam}")
+        if not 1 <= self.nbest <= MAX_BEAM:
+            raise ConfigError(f"n-best must be 1 to {MAX_BEAM}, got {self.nbest}")
+        if self.sampling is None and self.nbest > self.beam:
+            raise ConfigError(
+                f"n-best {self.nbest} is more than the beam of {self.beam}: a beam search keeps "
+                f"only {self.beam} hypotheses (widen the beam)"
+            )
+
+
+def search(
+    model: Models,
+    src: Tensor,
+    src_key_mask: Tensor | None,
+    options: SearchOptions,
+    length_ratio: float | None = None,
+    generator: torch.Generator | None = None,
+    bos_id: int = 1,
+    eos_id: int = 2,
+) -> list[list[Hypothesis]]:
+    """Greedy, beam or sampled decoding of a batch as ``options`` say; per sentence, its
+    ``options.nbest`` best hypotheses, best first."""
+    o = options
+    common = dict(
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_len=o.max_len,
+        length_ratio=length_ratio,
+        controls=o.controls,
+        prefix=o.prefix,
+    )
+    if o.sampling is not None:
+        sampling = asdict(o.sampling)  # temperature, top_k, top_p
+        return sample_search(
+            model,
+            src,
+            src_key_mask,
+            o.nbest,
+            generator=generator,
+            alpha=o.alpha,
+            **sampling,
+            **common,
+        )
+    if o.beam == 1:
+        hyps = _greedy(model, src, src_key_mask, scores=o.scores, alpha=o.alpha, **common)
+        return [[h] for h in hyps]
+    found = beam_search(model, src, src_key_mask, o.beam, o.alpha, scores=o.scores, **common)
+    return [hyps[: o.nbest] for hyps in found]
+
+
+def search_batched(
+    model: Models,
+    sources: Sequence[Sequence[int]],
+    options: SearchOptions,
+    batch_size: int = 64,
+    length_ratio: float | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
+    """:func:`search` over tokenised sources (no EOS), batching sentences of similar length
+    together; per source, in order, its hypotheses."""
+    device = next(_members(model)[0].parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list[list[Hypothesis]] = [[] for _ in sources]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate_seq2seq([(list(sources[i]), []) for i in chunk]).to(device)
+        found = search(model, batch.src, batch.src_key_mask, options, length_ratio, generator)
+        for i, hyps in zip(chunk, found):
+            results[i] = hyps
+    return results
+
+
+# ---- What the output attends to, and what the input lacks -------------------------------------------
+
+
+@torch.inference_mode()
+def align(
+    model: Models,
+    source: Sequence[int],
+    outputs: Sequence[Sequence[int]],
+    layer: int = -1,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    pad_id: int = 0,
+) -> list[list[int]]:
+    """For each token of each output, the source position its prediction attended to most.
+
+    The cross-attention of decoder layer ``layer`` is averaged over its heads (and over the models
+    of an ensemble), from one teacher-forced pass, which gives the same weights as the search's
+    incremental steps. The source ``<eos>`` is left out, as fairseq's ``--print-alignment`` does.
+
+    Args:
+        model: the model, or the models of an ensemble.
+        source: source token ids (no ``<eos>``; at least one).
+        outputs: output token ids (no ``<bos>``/``<eos>``).
+        layer: decoder layer, 0-based; negative counts from the last.
+
+    Returns:
+        Per output, one 0-based source position per token.
+    """
+    models = _members(model)
+    device = next(models[0].parameters()).device
+    src = torch.tensor([list(source) + [eos_id]] * len(outputs), device=device)
+    width = 1 + max((len(o) for o in outputs), default=0)
+    # Right padding: the causal decoder never lets a real position see it.
+    tgt = torch.full((len(outputs), width), pad_id, dtype=torch.long, device=device)
+    tgt[:, 0] = bos_id
+    for i, out in enumerate(outputs):
+        tgt[i, 1 : 1 + len(out)] = torch.tensor(list(out), dtype=torch.long)
+    weights = sum(m.attention_maps(src, tgt).cross[layer].float().mean(1) for m in models)
+    # Query t reads token t (<bos> first) and predicts output token t; the source <eos> is no word.
+    best = weights[:, :, : len(source)].argmax(-1)  # type: ignore[union-attr]  # (K, width)
+    return [best[i, : len(out)].tolist() for i, out in enumerate(outputs)]
+
+
+def unknown_pieces(tokenizer: Tokenizer, text: str, ids: Sequence[int] | None = None) -> list[str]:
+    """The parts of ``text`` that ``tokenizer`` reads as ``<unk>`` (characters its vocabulary never
+    saw in training), each once, in order of appearance.
+
+    ``ids``: ``tokenizer.encode(text)`` when already known (the check is then one scan of them,
+    unless an ``<unk>`` is present).
+    """
+    ids = tokenizer.encode(text) if ids is None else ids
+    if UNK_ID not in ids:
+        return []
+    hf = getattr(tokenizer, "hf_tokenizer", None)
+    if hf is not None:  # BPE: the offsets of each <unk> in the original text
+        encoding = hf.encode(text, add_special_tokens=False)
+        spans = [text[a:b] for i, (a, b) in zip(encoding.ids, encoding.offsets) if i == UNK_ID]
+    else:  # one id per character
+        spans = [c for c, i in zip(text, ids) if i == UNK_ID]
+    return list(dict.fromkeys(spans))
+
+
+def check_layer(layer: int, layers: int) -> int:
+    """``layer`` (negative: from the last) as a 0-based index of ``layers`` decoder layers."""
+    if not -layers <= layer < layers:
+        raise AiaynError(
+            f"layer {layer}: the model has {layers} decoder layers (0 to {layers - 1})"
+        )
+    return layer % layers
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
@@ -375,6 +888,10 @@ def _check_generation_args(
             raise ValueError(f"prompt {i} has a token id outside 0..{vocab_size - 1}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    _check_sampling(temperature, top_k, top_p)
+
+
+def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
     if not (math.isfinite(temperature) and temperature >= 0):  # nan compares False: refused
         raise ValueError(
             f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}"
@@ -399,6 +916,7 @@ def stream_generate(
     use_cache: bool = True,
     pad_id: int = 0,
     suppress: Sequence[int] = (),
+    controls: DecodingControls | None = None,
 ) -> Iterator[list[int | None]]:
     """Continue each prompt, yielding one token per prompt per step as soon as it is chosen.
 
@@ -426,6 +944,8 @@ def stream_generate(
         use_cache: decode with the KV cache (False recomputes the window every step; for tests).
         pad_id: the id written into padding (any valid id; it is masked out).
         suppress: token ids never generated (e.g. ``<pad>``, ``<bos>``, ``<unk>``).
+        controls: repetition penalty, n-gram and length limits, bans (:mod:`aiayn.logits`); they
+            see the prompt and the continuation, and ``min_len`` counts new tokens.
 
     Yields:
         Per step, a list with one entry per prompt: its new token, or None when it has finished.
@@ -456,6 +976,8 @@ def stream_generate(
     next_pos: Tensor | None = None  # (N, 1) position of each row's next token (cached path)
     refill = True  # (re)build the window: at the start and whenever a row's window slides
     banned = torch.tensor(sorted(set(suppress)), dtype=torch.long, device=device)
+    # The common prompt width P: every row's new tokens start there (--min-len counts from it).
+    processors = build_processors(controls, StepContext(eos_id, prompt_length=P))
 
     for _ in range(max_new_tokens):
         if n == ids.shape[1]:
@@ -495,6 +1017,8 @@ def stream_generate(
         logits = logits[:, -1]  # (N, V)
         if banned.numel():
             logits = logits.index_fill(-1, banned, float("-inf"))
+        if processors is not None:
+            logits = processors(ids[:, :n], logits)
         token = sample_next(logits, temperature, top_k, top_p, generator)  # (N,)
         ids[:, n] = token
         n += 1
@@ -541,6 +1065,7 @@ def generate(
     use_cache: bool = True,
     pad_id: int = 0,
     suppress: Sequence[int] = (),
+    controls: DecodingControls | None = None,
 ) -> list[list[int]]:
     """Continue each prompt; returns the new tokens of each (without ``<eos>``).
 
@@ -560,6 +1085,7 @@ def generate(
         use_cache=use_cache,
         pad_id=pad_id,
         suppress=suppress,
+        controls=controls,
     ):
         for b, t in enumerate(step):
             if t is not None:

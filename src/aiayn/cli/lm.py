@@ -22,6 +22,7 @@ from .commands import (
     top_p_mass,
 )
 from .train_group import add_run_flags, run_kwargs, train_subparsers
+from .translate import add_decoding_controls, decoding_controls, non_negative_int
 
 # ---- command line ----------------------------------------------------------------------------------
 
@@ -57,6 +58,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         stop=args.stop or (),
+        controls=decoding_controls(args, lm.tokenizer),
     )
     for piece in pieces:
         sys.stdout.write(piece)
@@ -64,16 +66,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     sys.stdout.write("\n")
     sys.stdout.flush()
     return 0
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -88,10 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, help="windows per micro-batch")
     p.add_argument("--context", type=positive_int, help="tokens per window (<= the model's)")
     p.add_argument("--lr", type=positive_float, help="peak learning rate")
-    p.add_argument("--warmup", type=_non_negative_int, help="warm-up steps")
+    p.add_argument("--warmup", type=non_negative_int, help="warm-up steps")
     p.add_argument("--weight-decay", type=non_negative_float, help="AdamW weight decay on matrices")
     p.add_argument(
-        "--eval-tokens", type=_non_negative_int, help="validation tokens per evaluation (0 = all)"
+        "--eval-tokens", type=non_negative_int, help="validation tokens per evaluation (0 = all)"
     )
     p.add_argument(
         "--fsdp",
@@ -104,13 +96,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a language model (streams)")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--prompt", default="", help="text to continue (default: a line break)")
-    p.add_argument("--max-new-tokens", type=_non_negative_int, default=200, help="default 200")
+    p.add_argument("--max-new-tokens", type=non_negative_int, default=200, help="default 200")
     p.add_argument(
         "--temperature", type=sampling_temperature, default=0.8, help="0 = greedy (default 0.8)"
     )
-    p.add_argument("--top-k", type=_non_negative_int, default=0, help="0 = off (default)")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="0 = off (default)")
     p.add_argument("--top-p", type=top_p_mass, default=1.0, help="nucleus mass (1.0 = off)")
     p.add_argument("--stop", action="append", help="stop before this string (repeatable)")
+    add_decoding_controls(p)
     add_seed(p)
     add_device(p)
     p.set_defaults(func=_cmd_generate)

@@ -11,6 +11,10 @@ small JSON API on the standard library's :class:`~http.server.ThreadingHTTPServe
                           maps (GPT language models)
 ``POST /api/run``         the model's own endpoint, whatever its kind
 
+Every POST may also set the decoding controls of ``aiayn translate``/``aiayn generate``
+(:mod:`aiayn.logits`): ``"repetition_penalty"`` (a number > 0), ``"no_repeat_ngram"`` and
+``"min_len"`` (integers >= 0) and ``"ban"`` (a list of texts never to write); a missing one is off.
+
 A translation response holds ``translation``, ``source_tokens`` (+ ``<eos>``), ``target_tokens``
 (``<bos>`` + ...), ``next_tokens`` (what each target position predicts) and
 ``attention = {"cross" | "encoder" | "decoder": [layer][head][query][key]}``, plus ``views``, which
@@ -35,6 +39,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -90,8 +95,10 @@ class Backend(Protocol):
     def info(self) -> dict[str, Any]:
         """Facts the page shows and needs (layers, heads, button label, ...)."""
 
-    def run(self, text: str) -> dict[str, Any]:
-        """Process one input; raise :class:`~aiayn.errors.AiaynError` for input the model can't take."""
+    def run(self, text: str, **controls: Any) -> dict[str, Any]:
+        """Process one input with the request's decoding controls (the keyword arguments of
+        :func:`aiayn.logits.make_controls`); raise :class:`~aiayn.errors.AiaynError` for input the
+        model can't take."""
 
 
 def _rounded(maps: list[Any]) -> list[Any]:
@@ -141,7 +148,7 @@ class TranslationBackend:
             "d_model": self.d_model,
         }
 
-    def run(self, text: str) -> dict[str, Any]:
+    def run(self, text: str, **controls: Any) -> dict[str, Any]:
         tr = self.translator
         limit = min(self.limits.max_tokens, tr.model.config.max_len - 1)
         n_tokens = len(tr.src_tok.encode(text))
@@ -149,7 +156,12 @@ class TranslationBackend:
             raise AiaynError(f"the text has {n_tokens} tokens; the limit is {limit}")
         if n_tokens == 0:
             raise AiaynError("the text has no tokens")
-        translation = tr.translate([text], beam=self.beam, max_len=self.limits.max_output_tokens)[0]
+        translation = tr.translate(
+            [text],
+            beam=self.beam,
+            max_len=self.limits.max_output_tokens,
+            controls=_controls(tr.tgt_tok, controls),
+        )[0]
         maps = tr.attention(text, translation)
         source_tokens, target_tokens = tr.tokens_of(text, translation)
         return {
@@ -232,7 +244,7 @@ class GenerationBackend:
             "d_model": self.d_model,
         }
 
-    def run(self, text: str) -> dict[str, Any]:
+    def run(self, text: str, **controls: Any) -> dict[str, Any]:
         tok = self.lm.tokenizer
         limit = min(self.limits.max_tokens, self.max_len - 1)
         n_tokens = len(tok.encode(text))
@@ -242,7 +254,11 @@ class GenerationBackend:
             raise AiaynError("the text has no tokens")
         new_tokens = min(self.limits.max_output_tokens, self.max_len - n_tokens)
         continuation = self.lm.generate(
-            text, max_new_tokens=new_tokens, temperature=self.temperature, seed=0
+            text,
+            max_new_tokens=new_tokens,
+            temperature=self.temperature,
+            seed=0,
+            controls=_controls(tok, controls),
         )
         ids = tok.encode(text + continuation)[: self.max_len]
         tokens = [tok.id_to_token(i) for i in ids]
@@ -265,6 +281,68 @@ class GenerationBackend:
                 }
             ],
         }
+
+
+def _controls(tokenizer: Any, controls: dict[str, Any]) -> Any:
+    """A request's decoding controls, texts to ban written in the model's output tokens (None when
+    the request sets none: the decoders' plain path)."""
+    if not controls:
+        return None
+    from ..logits import make_controls
+
+    return make_controls(tokenizer.encode, tokenizer.unk_id, **controls)
+
+
+#: Texts one request may ban (each is a comparison per decoding step).
+MAX_BANNED = 64
+
+
+def _is_count(value: Any) -> bool:
+    # bool is an int in Python: JSON's true must not pass as 1.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_penalty(value: Any) -> bool:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return number and 0 < value < math.inf  # JSON's NaN and Infinity parse as floats
+
+
+def _is_texts(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_BANNED
+        and all(isinstance(t, str) for t in value)
+    )
+
+
+#: The decoding controls a request may set: name -> (check of the JSON value, what it must be).
+_CONTROL_FIELDS: dict[str, tuple[Any, str]] = {
+    "repetition_penalty": (_is_penalty, "a number > 0"),
+    "no_repeat_ngram": (_is_count, "an integer >= 0"),
+    "min_len": (_is_count, "an integer >= 0"),
+    "ban": (_is_texts, f"a list of at most {MAX_BANNED} strings"),
+}
+
+
+def request_controls(request: dict[str, Any], max_chars: int) -> dict[str, Any]:
+    """The decoding controls a request sets, checked.
+
+    Raises:
+        RequestError: one of them is of the wrong type or out of range (400).
+    """
+    controls = {}
+    for name, (ok, what) in _CONTROL_FIELDS.items():
+        if name not in request:
+            continue
+        value = request[name]
+        if not ok(value):
+            raise RequestError(HTTPStatus.BAD_REQUEST, f'"{name}" must be {what}')
+        controls[name] = value
+    if any(len(t) > max_chars for t in controls.get("ban", ())):
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST, f'"ban": each text may have at most {max_chars} characters'
+        )
+    return controls
 
 
 #: model kind -> backend class: ``kind``, ``endpoint``, ``info()`` and ``run(text)`` returning
@@ -507,9 +585,10 @@ class Handler(BaseHTTPRequestHandler):
             )
         if not text.strip():
             raise RequestError(HTTPStatus.BAD_REQUEST, "the text is empty")
+        controls = request_controls(request, limits.max_chars)
         try:
             with self.server.model_lock:
-                result = self.server.backend.run(text)
+                result = self.server.backend.run(text, **controls)
         except AiaynError as e:  # input the model can't take (too many tokens, ...)
             raise RequestError(HTTPStatus.BAD_REQUEST, str(e)) from None
         self._send_json(HTTPStatus.OK, result)

@@ -8,9 +8,11 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AiaynError
 from .commands import (
+    _number,
     add_device,
     add_seed,
     beam_size,
@@ -19,8 +21,14 @@ from .commands import (
     positive_int,
     read_stdin_lines,
     resolve_device,
+    sampling_temperature,
+    top_p_mass,
 )
 from .train_group import add_run_flags, run_kwargs, train_subparsers
+
+if TYPE_CHECKING:  # the decoding modules load torch's models: imported when a command runs
+    from ..decoding import Sampling, SearchOptions
+    from ..logits import DecodingControls
 
 log = logging.getLogger("aiayn")
 
@@ -60,19 +68,125 @@ def _read_inputs(texts: list[str]) -> list[str]:
 def _cmd_translate(args: argparse.Namespace) -> int:
     from ..tasks.translation import Translator
 
-    translator = Translator.load(args.model, resolve_device(args.device))
-    texts = _read_inputs(args.text)
-    outputs = translator.translate(
-        texts,
-        beam=args.beam,
-        alpha=args.length_penalty,
-        max_len=args.max_len,
+    first, *others = args.model
+    translator = Translator.load(first, resolve_device(args.device), ensemble=others)
+    options = _search_options(args, translator)
+    align_layer = args.align_layer
+    if align_layer is None and args.align:
+        align_layer = -1  # the last decoder layer
+    results = translator.decode(
+        _read_inputs(args.text),
+        options,
+        batch_size=args.batch_size,
+        align_layer=align_layer,
+        seed=args.seed,
         truncate=args.truncate,
+        warn_unknown=True,
     )
-    for line in outputs:
-        print(line, flush=False)
+    for result in results:
+        if args.json:
+            print(json.dumps(result.to_json(), ensure_ascii=False), flush=False)
+            continue
+        for line in _plain_lines(result, args.nbest):
+            print(line, flush=False)
     sys.stdout.flush()
     return 0
+
+
+def _search_options(args: argparse.Namespace, translator: Any) -> SearchOptions:
+    """The search ``aiayn translate``'s flags ask for."""
+    from ..decoding import SearchOptions
+
+    return SearchOptions(
+        beam=args.beam,
+        alpha=args.length_penalty,
+        nbest=args.nbest,
+        max_len=args.max_len,
+        sampling=_sampling(args),
+        controls=decoding_controls(args, translator.tgt_tok),
+        prefix=translator.encode_prefix(args.prefix) if args.prefix else (),
+        scores=args.json,
+    )
+
+
+def _sampling(args: argparse.Namespace) -> Sampling | None:
+    """``--sample``'s settings; the sampling flags without it are a usage error (they would be
+    silently ignored by a beam search)."""
+    from ..decoding import Sampling
+
+    given = {f: getattr(args, f) for f in ("temperature", "top_k", "top_p")}
+    if not args.sample:
+        stray = [f"--{f.replace('_', '-')}" for f, v in given.items() if v is not None]
+        if stray:
+            raise AiaynError(f"{', '.join(stray)} only apply with --sample")
+        return None
+    defaults = Sampling()
+    return Sampling(**{f: getattr(defaults, f) if v is None else v for f, v in given.items()})
+
+
+def _plain_lines(result: Any, nbest: int) -> list[str]:
+    """``nbest`` lines per input, best first (blank when fewer were found); with alignments, each
+    line ends with a tab and Pharaoh ``source-target`` pairs, as fast_align and Moses write them."""
+    lines = []
+    for hyp in result.hypotheses[:nbest]:
+        line = hyp.text
+        if hyp.alignment is not None:
+            line += "\t" + " ".join(f"{s}-{t}" for t, s in enumerate(hyp.alignment))
+        lines.append(line)
+    return lines + [""] * (nbest - len(lines))
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, lambda v: v >= 0, "an integer >= 0")
+
+
+def add_decoding_controls(p: argparse.ArgumentParser) -> None:
+    """The decoding controls of :mod:`aiayn.logits`, shared by ``translate`` and ``generate``."""
+    p.add_argument(
+        "--repetition-penalty",
+        metavar="F",
+        type=positive_float,
+        default=1.0,
+        help="CTRL penalty: divide a repeated token's positive logit by F, multiply a negative one "
+        "(1.0 = off, default; 1.2 is common)",
+    )
+    p.add_argument(
+        "--no-repeat-ngram",
+        metavar="N",
+        type=non_negative_int,
+        default=0,
+        help="never produce the same N tokens twice (0 = off, default)",
+    )
+    p.add_argument(
+        "--min-len",
+        metavar="N",
+        type=non_negative_int,
+        default=0,
+        help="no end of output before N tokens (0 = off, default)",
+    )
+    p.add_argument(
+        "--ban",
+        metavar="TEXT",
+        action="append",
+        default=[],
+        help="never write TEXT: its token sequence as the model's tokenizer writes it (repeatable)",
+    )
+
+
+def decoding_controls(args: argparse.Namespace, tokenizer: Any) -> DecodingControls:
+    """The controls the flags of :func:`add_decoding_controls` ask for, with ``--ban`` texts turned
+    into ``tokenizer``'s token ids."""
+    from ..logits import make_controls
+
+    return make_controls(
+        tokenizer.encode,
+        tokenizer.unk_id,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram=args.no_repeat_ngram,
+        min_len=args.min_len,
+        ban=args.ban,
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -203,14 +317,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("translate", help="translate TEXT arguments or stdin lines")
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        required=True,
+        action="append",
+        help="model directory; repeat it to decode with an ensemble (the mean of the models' "
+        "log-probabilities; they must share their vocabularies)",
+    )
     p.add_argument("--beam", type=beam_size, default=4, help="beam size (1 = greedy; at most 64)")
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (0 = none)")
     p.add_argument("--max-len", type=positive_int, help="maximum output tokens")
     p.add_argument(
         "--truncate", action="store_true", help="cut over-long inputs instead of failing"
     )
+    p.add_argument(
+        "--nbest",
+        metavar="K",
+        type=beam_size,
+        default=1,
+        help="K translations per input, best first (K lines, or all K in --json; at most --beam)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per input: hypotheses with tokens, log-probabilities and scores, "
+        "the mean token log-probability, the characters read as <unk>",
+    )
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="the source position each output token attends to most (cross-attention averaged "
+        'over heads): Pharaoh pairs after a tab, or "alignment" in --json',
+    )
+    p.add_argument(
+        "--align-layer",
+        metavar="L",
+        type=int,
+        help="decoder layer of --align, 0-based; -1 = last (default); implies --align",
+    )
+    p.add_argument(
+        "--prefix",
+        metavar="TEXT",
+        default="",
+        help="force every translation to start with TEXT; decoding continues after it",
+    )
+    p.add_argument(
+        "--sample", action="store_true", help="sample each token instead of searching (no beam)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=sampling_temperature,
+        help="with --sample: softmax temperature (0 = greedy; default 1.0)",
+    )
+    p.add_argument(
+        "--top-k", type=non_negative_int, help="with --sample: the K most probable (0 = off)"
+    )
+    p.add_argument("--top-p", type=top_p_mass, help="with --sample: nucleus mass (1.0 = off)")
+    p.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive_int,
+        default=64,
+        help="sentences per decoding batch (default 64)",
+    )
+    add_decoding_controls(p)
     p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
+    add_seed(p)
     add_device(p)
     p.set_defaults(func=_cmd_translate)
 

@@ -38,8 +38,9 @@ from ..data.lm_data import (
     train_tokenizer,
 )
 from ..data.tokenizers import Tokenizer, load_tokenizer
-from ..decoding import stream_generate
+from ..decoding import stream_generate, unknown_pieces
 from ..errors import AiaynError
+from ..logits import DecodingControls
 from ..metrics import perplexity
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.gpt import GPT, GPTConfig
@@ -530,9 +531,12 @@ class LanguageModel:
         ids = self.tokenizer.encode(prompt or "\n")
         if not ids:
             raise AiaynError("the prompt has no tokens; give a --prompt with some text")
-        unknown = sum(1 for i in ids if i == self.tokenizer.unk_id)
+        unknown = unknown_pieces(self.tokenizer, prompt or "\n", ids)
         if unknown:
-            log.warning("%d prompt token(s) are not in the model's vocabulary (<unk>)", unknown)
+            log.warning(
+                "prompt: %s not in the model's vocabulary (read as <unk>)",
+                ", ".join(map(repr, unknown)),
+            )
         return ids
 
     def stream(
@@ -544,11 +548,13 @@ class LanguageModel:
         top_p: float = 1.0,
         seed: int = 0,
         stop: Sequence[str] = (),
+        controls: DecodingControls | None = None,
     ) -> Iterator[str]:
         """Yield the continuation of ``prompt`` piece by piece, as the tokens are produced.
 
         Stops at ``<eos>``, at ``max_new_tokens``, or just before the first stop string (which is not
         printed; text that could be the start of a stop string is held back until it is clear).
+        ``controls``: repetition penalty, n-gram and length limits, bans (:mod:`aiayn.logits`).
         """
         streamer = _TextStream(self.tokenizer, self.encode_prompt(prompt), stop)
         device = next(self.model.parameters()).device
@@ -565,6 +571,7 @@ class LanguageModel:
             stop=streamer.check if stop else None,
             pad_id=self.tokenizer.pad_id,
             suppress=_never_generated(self.tokenizer),
+            controls=controls,
         ):
             if step[0] is not None:
                 piece = streamer.push(step[0])

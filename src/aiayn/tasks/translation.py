@@ -7,6 +7,7 @@ tokens) and label smoothing, with the paper's Adam settings and warm-up schedule
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -21,8 +22,16 @@ from torch import nn
 from .. import config as cfg
 from ..data.batching import Seq2SeqBatch, TokenBatchSampler, collate_seq2seq
 from ..data.tokenizers import BPETokenizer, Tokenizer, load_tokenizer
-from ..decoding import beam_search, greedy_search
+from ..decoding import (
+    Hypothesis,
+    SearchOptions,
+    align,
+    check_layer,
+    search_batched,
+    unknown_pieces,
+)
 from ..errors import AiaynError
+from ..logits import DecodingControls
 from ..metrics import corpus_bleu_chrf
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.seq2seq import Transformer, TransformerConfig
@@ -667,30 +676,68 @@ def translate_ids(
     """Translate tokenised sources (no EOS), batching sentences of similar length together.
     ``length_ratio``: the most target tokens per source token to allow (see
     :func:`aiayn.decoding.greedy_search`)."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    results: list[list[int]] = [[] for _ in sources]
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = collate_seq2seq([(sources[i], []) for i in chunk]).to(device)
-        if beam == 1:
-            outs = greedy_search(
-                model, batch.src, batch.src_key_mask, max_len=max_len, length_ratio=length_ratio
-            )
-        else:
-            hyps = beam_search(
-                model,
-                batch.src,
-                batch.src_key_mask,
-                beam_size=beam,
-                alpha=alpha,
-                max_len=max_len,
-                length_ratio=length_ratio,
-            )
-            outs = [h[0].tokens if h else [] for h in hyps]
-        for i, out in zip(chunk, outs):
-            results[i] = out
-    return results
+    options = SearchOptions(beam=beam, alpha=alpha, max_len=max_len)
+    found = search_batched(model, sources, options, batch_size, length_ratio)
+    return [hyps[0].tokens if hyps else [] for hyps in found]
+
+
+@dataclass
+class TranslatedHypothesis:
+    """One output of :meth:`Translator.decode`: the search's hypothesis, its text and pieces, and
+    (when asked for) the source position each token attends to most."""
+
+    hypothesis: Hypothesis
+    text: str
+    pieces: list[str]
+    alignment: list[int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        h = self.hypothesis
+        out: dict[str, Any] = {
+            "text": self.text,
+            "tokens": self.pieces,
+            "logprob": h.logprob,
+            "token_logprobs": h.token_logprobs,
+            "eos_logprob": h.eos_logprob,
+            "score": h.score,
+        }
+        if self.alignment is not None:
+            out["alignment"] = self.alignment
+        return out
+
+
+@dataclass
+class Translation:
+    """Everything :meth:`Translator.decode` found for one input.
+
+    Attributes:
+        source: the input text.
+        hypotheses: best first (none for a blank input).
+        unknown: the parts of the input the source vocabulary reads as ``<unk>``.
+        source_tokens: the source pieces alignments point into (with alignments only).
+    """
+
+    source: str
+    hypotheses: list[TranslatedHypothesis]
+    unknown: list[str]
+    source_tokens: list[str] | None = None
+
+    @property
+    def text(self) -> str:
+        """The best translation ("" for a blank input)."""
+        return self.hypotheses[0].text if self.hypotheses else ""
+
+    def to_json(self) -> dict[str, Any]:
+        best = self.hypotheses[0].hypothesis if self.hypotheses else None
+        out: dict[str, Any] = {
+            "source": self.source,
+            "hypotheses": [h.to_json() for h in self.hypotheses],
+            "mean_logprob": None if best is None else best.mean_logprob,
+            "unknown": self.unknown,
+        }
+        if self.source_tokens is not None:
+            out["source_tokens"] = self.source_tokens
+        return out
 
 
 class Translator:
@@ -698,23 +745,51 @@ class Translator:
 
     Args:
         loaded: a model directory read by :func:`aiayn.modeldir.load_model_dir`.
+        ensemble: more model directories decoded together with it (the mean of their next-token
+            log-probabilities); they must share its source and target vocabularies.
     """
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, ensemble: Sequence[LoadedModel] = ()) -> None:
         if loaded.kind != "transformer":
             raise AiaynError(f"{loaded.directory}: not a translation model ({loaded.kind})")
+        self.loaded = loaded
         self.model: Transformer = loaded.model
         self.src_tok, self.tgt_tok = load_translation_tokenizers(loaded)
         # Targets many times longer than their sources need a longer decoding budget than +50.
         self.length_ratio = loaded.info.get("training", {}).get("length_ratio")
+        self.models: list[Transformer] = [self.model] + [self._member(m) for m in ensemble]
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> Translator:
-        return cls(load_model_dir(directory, device, expect="transformer"))
+    def load(
+        cls,
+        directory: str | Path,
+        device: torch.device | str = "cpu",
+        ensemble: Sequence[str | Path] = (),
+    ) -> Translator:
+        def read(d: str | Path) -> LoadedModel:
+            return load_model_dir(d, device, expect="transformer")
+
+        return cls(read(directory), [read(d) for d in ensemble])
+
+    def _member(self, other: LoadedModel) -> Transformer:
+        """An ensemble member's model, once its vocabularies are checked to be this model's."""
+        for role in ("source", "target"):
+            if _tokenizer_content(other, role) != _tokenizer_content(self.loaded, role):
+                raise AiaynError(
+                    f"{other.directory}: its {role} vocabulary differs from that of "
+                    f"{self.loaded.directory}; the models of an ensemble must share their "
+                    "vocabularies"
+                )
+        return other.model
+
+    @property
+    def max_source_tokens(self) -> int:
+        """The longest source (without ``<eos>``) every model of the ensemble can read."""
+        return min(m.config.max_len for m in self.models) - 1
 
     def encode(self, text: str, truncate: bool = False) -> list[int]:
         ids = self.src_tok.encode(text)
-        limit = self.model.config.max_len - 1
+        limit = self.max_source_tokens
         if len(ids) > limit:
             if not truncate:
                 raise AiaynError(
@@ -725,6 +800,20 @@ class Translator:
             ids = ids[:limit]
         return ids
 
+    def encode_prefix(self, text: str) -> tuple[int, ...]:
+        """Target token ids of a forced prefix.
+
+        Raises:
+            AiaynError: the target vocabulary cannot write part of it.
+        """
+        ids = self.tgt_tok.encode(text)
+        unknown = unknown_pieces(self.tgt_tok, text, ids)
+        if unknown:
+            raise AiaynError(
+                f"prefix {text!r}: the target vocabulary cannot write {', '.join(map(repr, unknown))}"
+            )
+        return tuple(ids)
+
     def translate(
         self,
         texts: Sequence[str],
@@ -732,11 +821,78 @@ class Translator:
         alpha: float = 0.6,
         max_len: int | None = None,
         truncate: bool = False,
+        controls: DecodingControls | None = None,
     ) -> list[str]:
-        """Translate each text; empty input gives empty output."""
-        ids = [self.encode(t, truncate=truncate) for t in texts]
-        outs = translate_ids(self.model, ids, beam, alpha, max_len, length_ratio=self.length_ratio)
-        return [self.tgt_tok.decode(o) if t.strip() else "" for o, t in zip(outs, texts)]
+        """Translate each text; empty input gives empty output. ``controls``: repetition penalty,
+        n-gram and length limits, bans (:mod:`aiayn.logits`)."""
+        options = SearchOptions(beam=beam, alpha=alpha, max_len=max_len, controls=controls)
+        return [t.text for t in self.decode(texts, options, truncate=truncate)]
+
+    def decode(
+        self,
+        texts: Sequence[str],
+        options: SearchOptions | None = None,
+        batch_size: int = 64,
+        align_layer: int | None = None,
+        seed: int = 0,
+        truncate: bool = False,
+        warn_unknown: bool = False,
+    ) -> list[Translation]:
+        """Translate each text as ``options`` say, with everything the search found.
+
+        Args:
+            texts: the inputs (a blank one gets no hypotheses and translates to "").
+            options: beam, n-best, sampling, controls, forced prefix (default: beam 4).
+            batch_size: sentences per decoding batch.
+            align_layer: align each output token to a source position by this decoder layer's
+                cross-attention (negative: from the last); None: no alignment.
+            seed: the seed of sampling (the same texts and batch size give the same samples).
+            truncate: cut over-long inputs instead of refusing them.
+            warn_unknown: log one warning per input that holds characters the vocabulary lacks.
+        """
+        options = options or SearchOptions()
+        layers = self.model.config.num_decoder_layers
+        layer = None if align_layer is None else check_layer(align_layer, layers)
+        sources = [self.encode(t, truncate=truncate) for t in texts]
+        unknown = [unknown_pieces(self.src_tok, t, ids) for t, ids in zip(texts, sources)]
+        if warn_unknown:
+            _warn_unknown(unknown)
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # blank lines stay blank
+        generator = None
+        if options.sampling is not None:
+            device = next(self.model.parameters()).device
+            generator = torch.Generator(device).manual_seed(seed)
+        todo_ids = [sources[i] for i in todo]
+        found = search_batched(
+            self.models, todo_ids, options, batch_size, self.length_ratio, generator
+        )
+        hypotheses: dict[int, list[Hypothesis]] = dict(zip(todo, found))
+        return [
+            self._translation(text, ids, hypotheses.get(i, []), unknown[i], layer)
+            for i, (text, ids) in enumerate(zip(texts, sources))
+        ]
+
+    def _translation(
+        self,
+        text: str,
+        source: list[int],
+        hyps: list[Hypothesis],
+        unknown: list[str],
+        layer: int | None,
+    ) -> Translation:
+        tok = self.tgt_tok
+        results = [
+            TranslatedHypothesis(h, tok.decode(h.tokens), [tok.id_to_token(i) for i in h.tokens])
+            for h in hyps
+        ]
+        if layer is None:
+            return Translation(text, results, unknown)
+        if hyps and source:
+            alignments = align(self.models, source, [h.tokens for h in hyps], layer)
+            for result, alignment in zip(results, alignments):
+                result.alignment = alignment
+        source_tokens = [self.src_tok.id_to_token(i) for i in source]
+        return Translation(text, results, unknown, source_tokens)
 
     def tokens_of(self, src: str, tgt: str) -> tuple[list[str], list[str]]:
         """Source tokens (+ <eos>) and target tokens (<bos> + ...) as strings, for attention axes."""
@@ -750,6 +906,22 @@ class Translator:
         device = next(self.model.parameters()).device
         batch = collate_seq2seq([(self.src_tok.encode(src), self.tgt_tok.encode(tgt))]).to(device)
         return self.model.attention_maps(batch.src, batch.tgt_in, batch.src_key_mask)
+
+
+def _warn_unknown(unknown: list[list[str]]) -> None:
+    """One warning per input that holds characters the source vocabulary lacks."""
+    for number, pieces in enumerate(unknown, start=1):
+        if pieces:
+            log.warning(
+                "input %d: %s not in the model's vocabulary (read as <unk>)",
+                number,
+                ", ".join(map(repr, pieces)),
+            )
+
+
+def _tokenizer_content(loaded: LoadedModel, role: str) -> Any:
+    """A model directory's tokenizer file as parsed JSON (equal content, equal vocabulary)."""
+    return json.loads(loaded.tokenizer_path(role).read_text(encoding="utf-8"))
 
 
 def evaluate_translation(
