@@ -20,6 +20,10 @@ name               what it is                                                 sc
 ``dates``          dates in 6 languages and 3 styles → ISO 8601 (``babel``)    exact     yes
 ``translit``       Russian phrases → Latin transliteration (``transliterate``) exact     yes
 ``reverse``        the built-in reversal task                                  exact     yes
+``caesar``         English Bible phrases → a Caesar cipher (shift 3)           exact     yes
+``camel``          English Bible phrases → CamelCase, no spaces                exact     yes
+``wordsort``       3-7 of 400 common English words → the same words sorted     exact     yes
+``small-num``      1,500 integers → English words: a small corpus              exact     yes
 =================  =========================================================  ========  ==========
 
 English grapheme → phoneme conversion is lexical rather than rule-like (``read``/``lead``/``bead``): the
@@ -200,6 +204,67 @@ def translit() -> Splits:
     return split_by_key(items, valid=500, test=1000, train=20_000)
 
 
+def _english_phrases() -> list[str]:
+    """Phrases of 3-6 lower-case words cut from the English side of builtin:bible-fr-en, in order."""
+    from aiayn.data.bible import load_bible_corpus
+
+    rng = random.Random(1)
+    phrases = set()
+    for split in ("train", "valid", "test"):
+        for _, english in load_bible_corpus("bible-fr-en", split):
+            words = re.findall(r"[a-z]+", english.lower())
+            i = 0
+            while i < len(words):
+                k = rng.randint(3, 6)
+                if i + k <= len(words):
+                    phrases.add(" ".join(words[i : i + k]))
+                i += k
+    return sorted(phrases)
+
+
+def _rewritten_phrases(rewrite: Callable[[str], str]) -> Splits:
+    items = [(p, (p, rewrite(p))) for p in _english_phrases()]
+    return split_by_key(items, valid=500, test=1000, train=20_000)
+
+
+def caesar_shift(text: str, shift: int = 3) -> str:
+    return "".join(chr((ord(c) - 97 + shift) % 26 + 97) if "a" <= c <= "z" else c for c in text)
+
+
+def camel_case(text: str) -> str:
+    return "".join(word.capitalize() for word in text.split())
+
+
+def word_sort() -> Splits:
+    from collections import Counter
+
+    counts = Counter(w for p in _english_phrases() for w in p.split())
+    vocabulary = [w for w, _ in counts.most_common(400)]
+    rng = random.Random(2)
+    items, seen = [], set()
+    while len(items) < 22_000:
+        words = rng.sample(vocabulary, rng.randint(3, 7))
+        source = " ".join(words)
+        if source not in seen:
+            seen.add(source)
+            items.append((source, (source, " ".join(sorted(words)))))
+    return split_by_key(items, valid=500, test=1000)
+
+
+def small_numbers() -> Splits:
+    import inflect
+
+    engine = inflect.engine()
+    rng = random.Random(2)
+    items, seen = [], set()
+    while len(items) < 3_000:
+        n = int(10 ** rng.uniform(0, 6))
+        if n not in seen:
+            seen.add(n)
+            items.append((str(n), (str(n), engine.number_to_words(n))))
+    return split_by_key(items, valid=300, test=1000, train=1_500)
+
+
 CORPORA: dict[str, Corpus] = {
     c.name: c
     for c in (
@@ -248,5 +313,23 @@ CORPORA: dict[str, Corpus] = {
             True,
             lambda: _builtin("builtin:reverse"),
         ),
+        Corpus(
+            "caesar",
+            "English phrases → Caesar cipher",
+            "exact",
+            True,
+            lambda: _rewritten_phrases(caesar_shift),
+            minutes=3.0,
+        ),
+        Corpus(
+            "camel",
+            "English phrases → CamelCase",
+            "exact",
+            True,
+            lambda: _rewritten_phrases(camel_case),
+            minutes=3.0,
+        ),
+        Corpus("wordsort", "words → sorted words", "exact", True, word_sort, minutes=3.0),
+        Corpus("small-num", "1,500 integers → words", "exact", True, small_numbers, minutes=3.0),
     )
 }
