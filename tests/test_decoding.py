@@ -34,7 +34,7 @@ class _History:
     def length(self) -> int:
         return 0 if self.tokens is None else self.tokens.shape[1]
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, sentences: torch.Tensor | None = None) -> None:
         self.tokens = self.tokens.index_select(0, index)
 
 
@@ -145,6 +145,8 @@ class _EndsNearSourceLength(Transformer):
         else:  # no padding (the decoders pass None then): every source is S long
             S = memory.shape[1] if memory is not None else cache[0].cross_attn.length
             src_len = torch.full((tgt.shape[0], 1), S)
+        # Beam search with a cache passes one source row for the K rows of its beams.
+        src_len = src_len.repeat_interleave(tgt.shape[0] // src_len.shape[0], 0)
         bonus = 2.0 * (pos[None, :] - src_len)  # (N, T)
         logits[..., EOS] += bonus
         return logits

@@ -260,10 +260,13 @@ class LayerCache:
     #: the layer's lean one-token step, built on first use (see DecoderLayer)
     step: Callable[..., Tensor] | None = None
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep rows ``index`` of the self-attention cache. The cross-attention cache holds one row
+        per source sentence, shared by that sentence's beams (a beam reorder never changes it):
+        keep its rows ``sentences`` when given (sentences that finished leave)."""
         self.self_attn.reorder(index)
-        if self.cross_attn is not None:
-            self.cross_attn.reorder(index)
+        if self.cross_attn is not None and sentences is not None:
+            self.cross_attn.reorder(sentences)
 
 
 class MultiHeadAttention(nn.Module):
@@ -428,7 +431,12 @@ class MultiHeadAttention(nn.Module):
     ) -> Callable[[Tensor, Tensor | None], Tensor]:
         """``step(x (B, D), key_mask (B, S) | None) -> (B, D)``: cross-attention of one query per
         row to the source, whose keys and values are computed from ``memory`` now (unless
-        ``cache`` has them) and cached. ``key_mask`` is None when every source token is real."""
+        ``cache`` has them) and cached. ``key_mask`` is None when every source token is real.
+
+        Several rows may share one source (beam search: K hypotheses per sentence, consecutive
+        rows): the cache then holds one row per source, ``(B, Hkv, S, Dh)`` for ``B·K`` queries, and
+        the K queries of a sentence attend as K query positions of one row, so the source's keys
+        and values are neither copied K times nor reordered when the beams are."""
         Hkv = self.num_kv_heads
         if cache.is_empty:
             if memory is None:
@@ -441,16 +449,18 @@ class MultiHeadAttention(nn.Module):
         expand = self._expand
 
         def step(x: Tensor, key_mask: Tensor | None) -> Tensor:
-            B = x.shape[0]
-            q = F.linear(x, w_q, b_q).view(B, H, 1, Dh)
+            rows = x.shape[0]
             k, v = cache.get()
+            B = k.shape[0]
+            K = rows // B  # queries per source
+            q = F.linear(x, w_q, b_q).view(B, K, H, Dh).transpose(1, 2)  # (B, H, K, Dh)
             mask, row_ok = _guard_empty_rows(
                 None if key_mask is None else key_mask[:, None, None, :]
             )
             out = F.scaled_dot_product_attention(q, expand(k), expand(v), attn_mask=mask)
             if row_ok is not None:
                 out = out * row_ok
-            return F.linear(out.reshape(B, D), w_out, b_out)
+            return F.linear(out.transpose(1, 2).reshape(rows, D), w_out, b_out)
 
         return step
 
@@ -515,6 +525,11 @@ class MultiHeadAttention(nn.Module):
                 k, v = self._split(k, Hkv), self._split(v, Hkv)  # (B, Hkv, S, Dh)
                 if cache is not None:
                     cache.set(k, v)
+            if k.shape[0] != B:  # one source for several query rows (beams, see cross_step)
+                copies = B // k.shape[0]
+                k, v = k.repeat_interleave(copies, 0), v.repeat_interleave(copies, 0)
+                if key_mask is not None:
+                    key_mask = key_mask.repeat_interleave(copies, 0)
         bias = None
         if is_self and self.alibi is not None:
             bias = self.alibi(T, k.shape[-2])  # (H, T, S)

@@ -113,10 +113,28 @@ def _max_lengths(
 
 
 class _Stepper:
-    """Feeds tokens to the decoder, with the KV cache or (for tests) by full recomputation."""
+    """Feeds tokens to the decoder, with the KV cache or (for tests) by full recomputation.
 
-    def __init__(self, model: Transformer, memory: Tensor, mask: Tensor, use_cache: bool) -> None:
+    ``memory``/``mask`` hold one row per source; decoding rows are K = ``copies`` consecutive rows
+    per source. With ``share`` (beam search: a sentence's K rows stay together until it finishes)
+    and the cache, the K rows share their source's cross-attention keys and values: computed once,
+    never copied K times nor reordered with the beams. Otherwise (rows that leave one by one, as
+    samples do, or no cache) the memory is repeated K times.
+    """
+
+    def __init__(
+        self,
+        model: Transformer,
+        memory: Tensor,
+        mask: Tensor,
+        use_cache: bool,
+        copies: int = 1,
+        share: bool = False,
+    ) -> None:
         self.model, self.use_cache = model, use_cache
+        self.shared = share and use_cache and copies > 1
+        if copies > 1 and not self.shared:
+            memory, mask = memory.repeat_interleave(copies, 0), mask.repeat_interleave(copies, 0)
         self.memory: Tensor | None = memory
         # No source padding (always so at batch 1): no mask to apply at every step and layer.
         self.mask: Tensor | None = None if bool(mask.all()) else mask
@@ -143,15 +161,19 @@ class _Stepper:
         """``tokens (N, t)`` so far -> log-probabilities of the next token ``(N, V)``."""
         return self.normalise(self.logits(tokens, processors))
 
-    def select(self, index: Tensor) -> None:
-        """Keep rows ``index`` (beam parents, or the sentences still decoding)."""
-        if self.mask is not None:
-            self.mask = self.mask.index_select(0, index)
-        if self.memory is not None:
-            self.memory = self.memory.index_select(0, index)
+    def select(self, index: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep rows ``index`` (beam parents, or the sentences still decoding). With shared sources,
+        ``sentences``: the sources that stay when some finished (None: a beam reorder within each
+        sentence, which leaves the sources as they are)."""
+        sources = sentences if self.shared else index
+        if sources is not None:
+            if self.mask is not None:
+                self.mask = self.mask.index_select(0, sources)
+            if self.memory is not None:
+                self.memory = self.memory.index_select(0, sources)
         if self.cache is not None:
             for layer_cache in self.cache:
-                layer_cache.reorder(index)
+                layer_cache.reorder(index, sources)
 
 
 class _Ensemble:
@@ -174,9 +196,9 @@ class _Ensemble:
     def logprobs(self, tokens: Tensor, processors: LogitsProcessor | None = None) -> Tensor:
         return self.logits(tokens, processors)
 
-    def select(self, index: Tensor) -> None:
+    def select(self, index: Tensor, sentences: Tensor | None = None) -> None:
         for member in self.members:
-            member.select(index)
+            member.select(index, sentences)
 
 
 def _members(model: Models) -> list[Transformer]:
@@ -184,15 +206,17 @@ def _members(model: Models) -> list[Transformer]:
 
 
 def _stepper(
-    models: list[Transformer], src: Tensor, mask: Tensor, rows: Tensor | None, use_cache: bool
+    models: list[Transformer],
+    src: Tensor,
+    mask: Tensor,
+    copies: int,
+    share: bool,
+    use_cache: bool,
 ) -> _Stepper | _Ensemble:
-    """One stepper per model (each encodes the source once), with rows ``rows`` of the batch."""
-    steppers = []
-    for model in models:
-        memory, row_mask = model.encode(src, mask), mask
-        if rows is not None:
-            memory, row_mask = memory.index_select(0, rows), mask.index_select(0, rows)
-        steppers.append(_Stepper(model, memory, row_mask, use_cache))
+    """One stepper per model (each encodes the source once), ``copies`` rows per source."""
+    steppers = [
+        _Stepper(model, model.encode(src, mask), mask, use_cache, copies, share) for model in models
+    ]
     return steppers[0] if len(steppers) == 1 else _Ensemble(steppers)
 
 
@@ -279,16 +303,14 @@ def _start(
     max_len: int | None,
     length_ratio: float | None,
     use_cache: bool,
+    share: bool = False,
 ) -> tuple[_Stepper | _Ensemble, Tensor, Tensor]:
-    """The stepper on ``copies`` rows per sentence, their start tokens, and each sentence's length
-    budget."""
+    """The stepper on ``copies`` rows per sentence (sharing their source: see :class:`_Stepper`),
+    their start tokens, and each sentence's length budget."""
     src_key_mask = models[0].source_mask(src, src_key_mask)
     B = src.shape[0]
     budget = _max_lengths(src_key_mask, max_len, length_ratio)
-    rows = None
-    if copies > 1:
-        rows = torch.arange(B, device=src.device).repeat_interleave(copies)
-    stepper = _stepper(models, src, src_key_mask, rows, use_cache)
+    stepper = _stepper(models, src, src_key_mask, copies, share, use_cache)
     tokens = torch.full((B * copies, 1), bos_id, dtype=torch.long, device=src.device)
     return stepper, tokens, budget
 
@@ -459,7 +481,7 @@ def beam_search(
     B = src.shape[0]
     device = src.device
     stepper, tokens, budget = _start(
-        _members(model), src, src_key_mask, K, bos_id, max_len, length_ratio, use_cache
+        _members(model), src, src_key_mask, K, bos_id, max_len, length_ratio, use_cache, share=True
     )
     processors = _translation_processors(controls, eos_id)
     # Only beam 0 is live at the start, so the K copies of <bos> don't fill the beam with duplicates.
@@ -522,7 +544,7 @@ def beam_search(
             if step_logprobs is not None:
                 step_logprobs = step_logprobs.index_select(0, keep_rows)
             if alive.numel():
-                stepper.select(keep_rows)
+                stepper.select(keep_rows, sentences=keep)
     return finished
 
 

@@ -254,7 +254,9 @@ class Transformer(nn.Module):
             tgt: ``(B, T)`` decoder input ids (``<bos>`` + prefix); with a cache, only the new tokens.
             memory: ``(B, S, D)`` from :meth:`encode`; may be None once the cache holds the source.
             src_key_mask: ``(B, S)`` True for real source tokens; None when all are real.
-            cache: from :meth:`new_cache`; updated in place.
+            cache: from :meth:`new_cache`; updated in place. With a cache, ``memory`` and
+                ``src_key_mask`` may hold one row per source for K consecutive rows of ``tgt``
+                (beam search): the K rows then share the source's cross-attention keys/values.
 
         Returns:
             ``(B, T, V)`` logits.
