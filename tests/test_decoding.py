@@ -223,3 +223,24 @@ def test_top_k_and_top_p_keep_exactly_the_right_tokens():
     ]
     assert torch.isfinite(top_p_filter(logits, 0.98)).sum() == 4
     assert torch.isfinite(top_p_filter(logits, 1.0)).all()
+
+
+def test_the_one_token_step_says_why_it_was_not_taken(caplog):
+    import logging
+
+    model = _model()
+    layer = model.decoder.layers[0]
+    assert layer.step_refusal() is None  # eval mode, causal, dot scoring: the lean step
+    assert layer.step_refusal(need_weights=True) == "attention weights asked for"
+    assert layer.step_refusal(window=4) == "local attention window"
+    layer.train()
+    assert layer.step_refusal() == "training mode (dropout)"
+    layer.eval()
+    # A cached one-token call that needs the weights takes the general path and logs why.
+    src = _batch()
+    cache = model.new_cache()
+    memory = model.encode(src, model.source_mask(src, None))
+    x = torch.zeros(src.shape[0], 1, model.config.d_model)
+    with caplog.at_level(logging.DEBUG, logger="aiayn.layers"):
+        layer(x, memory, memory_key_mask=src != PAD, cache=cache[0], need_weights=True)
+    assert "one-token step not taken: attention weights asked for" in caplog.text

@@ -17,7 +17,8 @@ Stacks are built with a loop of fresh modules, never by deep-copying one layer, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -29,6 +30,8 @@ from . import config as cfg
 from .attention import KVCache, LayerCache, MultiHeadAttention
 from .dropout import Dropout
 from .positional import POSITIONAL_KINDS, ROTARY_LAYOUTS, ALiBi, RotaryEmbedding
+
+log = logging.getLogger(__name__)
 
 # functools.partial, not a lambda: modules holding the function must stay picklable and copyable.
 ACTIVATIONS = {
@@ -110,6 +113,18 @@ def _norm_function(layer: nn.Module):
         return lambda h: F.rms_norm(h, shape, weight, eps)
     bias = layer.bias
     return lambda h: F.layer_norm(h, shape, weight, bias, eps)
+
+
+def residual(
+    x: Tensor,
+    sublayer: Callable[[Tensor], Tensor],
+    norm: Callable[[Tensor], Tensor],
+    norm_first: bool,
+) -> Tensor:
+    """One sublayer with its residual connection and norm (paper section 3.1): pre-norm
+    ``x + sublayer(norm(x))`` or post-norm ``norm(x + sublayer(x))``. The one place this wiring is
+    written: the layers' ``forward`` and the one-token decoding step both use it."""
+    return x + sublayer(norm(x)) if norm_first else norm(x + sublayer(x))
 
 
 class FeedForward(nn.Module):
@@ -218,28 +233,22 @@ class EncoderLayer(nn.Module):
         ``window`` makes the self-attention local (see :class:`~aiayn.attention.MultiHeadAttention`);
         ``positions`` ``(S,)`` or ``(B, S)`` are for rotary self-attention (default ``0 .. S - 1``).
         """
-        if self.norm_first:
-            attn, weights = self.self_attn(
-                self.norm1(x),
+        weights = None
+
+        def attend(h: Tensor) -> Tensor:
+            nonlocal weights
+            out, weights = self.self_attn(
+                h,
                 key_mask=key_mask,
                 attn_mask=attn_mask,
                 need_weights=need_weights,
                 window=window,
                 positions=positions,
             )
-            x = x + self.dropout1(attn)
-            x = x + self.dropout2(self.ffn(self.norm2(x)))
-        else:
-            attn, weights = self.self_attn(
-                x,
-                key_mask=key_mask,
-                attn_mask=attn_mask,
-                need_weights=need_weights,
-                window=window,
-                positions=positions,
-            )
-            x = self.norm1(x + self.dropout1(attn))
-            x = self.norm2(x + self.dropout2(self.ffn(x)))
+            return self.dropout1(out)
+
+        x = residual(x, attend, self.norm1, self.norm_first)
+        x = residual(x, lambda h: self.dropout2(self.ffn(h)), self.norm2, self.norm_first)
         return x, weights
 
 
@@ -322,23 +331,19 @@ class DecoderLayer(nn.Module):
         Returns:
             ``(x (B, T, D), self weights (B, H, T, T_total) or None, cross weights (B, H, T, S) or None)``.
         """
-        if (
-            cache is not None
-            and x.shape[1] == 1
-            and not self.training
-            and not need_weights
-            and window is None
-            and attn_mask is None
-            and is_causal
-            and self.self_attn.additive is None
-        ):
-            step = self._decode_step(x, memory, key_mask, memory_key_mask, cache, positions)
-            return step, None, None
+        if cache is not None and x.shape[1] == 1:
+            refusal = self.step_refusal(need_weights, window, attn_mask, is_causal)
+            if refusal is None:
+                step = self._decode_step(x, memory, key_mask, memory_key_mask, cache, positions)
+                return step, None, None
+            log.debug("one-token step not taken: %s", refusal)
         self_cache = None if cache is None else cache.self_attn
         cross_cache = None if cache is None else cache.cross_attn
+        self_w = cross_w = None
 
-        def self_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
-            out, w = self.self_attn(
+        def self_block(h: Tensor) -> Tensor:
+            nonlocal self_w
+            out, self_w = self.self_attn(
                 h,
                 key_mask=key_mask,
                 attn_mask=attn_mask,
@@ -348,30 +353,43 @@ class DecoderLayer(nn.Module):
                 window=window,
                 positions=positions,
             )
-            return self.dropout1(out), w
+            return self.dropout1(out)
 
-        def cross_block(h: Tensor) -> tuple[Tensor, Tensor | None]:
-            out, w = self.cross_attn(
+        def cross_block(h: Tensor) -> Tensor:
+            nonlocal cross_w
+            out, cross_w = self.cross_attn(
                 h, memory, key_mask=memory_key_mask, need_weights=need_weights, cache=cross_cache
             )
-            return self.dropout2(out), w
+            return self.dropout2(out)
 
-        cross_w = None
-        if self.norm_first:
-            out, self_w = self_block(self.norm1(x))
-            x = x + out
-            if self.cross_attn is not None:
-                out, cross_w = cross_block(self.norm2(x))
-                x = x + out
-            x = x + self.dropout3(self.ffn(self.norm3(x)))
-        else:
-            out, self_w = self_block(x)
-            x = self.norm1(x + out)
-            if self.cross_attn is not None:
-                out, cross_w = cross_block(x)
-                x = self.norm2(x + out)
-            x = self.norm3(x + self.dropout3(self.ffn(x)))
+        x = residual(x, self_block, self.norm1, self.norm_first)
+        if self.cross_attn is not None:
+            x = residual(x, cross_block, self.norm2, self.norm_first)
+        x = residual(x, lambda h: self.dropout3(self.ffn(h)), self.norm3, self.norm_first)
         return x, self_w, cross_w
+
+    def step_refusal(
+        self,
+        need_weights: bool = False,
+        window: int | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = True,
+    ) -> str | None:
+        """Why a cached one-token call cannot take the lean step (None: it can). The general path
+        then runs: the same arithmetic, slower."""
+        if self.training:
+            return "training mode (dropout)"
+        if need_weights:
+            return "attention weights asked for"
+        if window is not None:
+            return "local attention window"
+        if attn_mask is not None:
+            return "an extra attention mask"
+        if not is_causal:
+            return "non-causal self-attention"
+        if self.self_attn.additive is not None:
+            return "additive scoring"
+        return None
 
     def _decode_step(
         self,
@@ -424,31 +442,18 @@ class DecoderLayer(nn.Module):
                 gate, up = F.linear(h, w13, b13).chunk(2, dim=-1)  # 2 x (B, F)
                 return F.linear(act(gate) * up, w2, b2)
 
-        if self.norm_first:
+        norm_first = self.norm_first
 
-            def step(
-                x: Tensor,
-                key_mask: Tensor | None,
-                memory_key_mask: Tensor | None,
-                positions: Tensor | None = None,
-            ) -> Tensor:
-                x = x + self_attn(norm1(x), key_mask, positions)
-                if cross_attn is not None:
-                    x = x + cross_attn(norm2(x), memory_key_mask)
-                return x + ffn(norm3(x))
-
-        else:
-
-            def step(
-                x: Tensor,
-                key_mask: Tensor | None,
-                memory_key_mask: Tensor | None,
-                positions: Tensor | None = None,
-            ) -> Tensor:
-                x = norm1(x + self_attn(x, key_mask, positions))
-                if cross_attn is not None:
-                    x = norm2(x + cross_attn(x, memory_key_mask))
-                return norm3(x + ffn(x))
+        def step(
+            x: Tensor,
+            key_mask: Tensor | None,
+            memory_key_mask: Tensor | None,
+            positions: Tensor | None = None,
+        ) -> Tensor:
+            x = residual(x, lambda h: self_attn(h, key_mask, positions), norm1, norm_first)
+            if cross_attn is not None:
+                x = residual(x, lambda h: cross_attn(h, memory_key_mask), norm2, norm_first)
+            return residual(x, ffn, norm3, norm_first)
 
         return step
 
