@@ -804,14 +804,16 @@ def unknown_pieces(tokenizer: Tokenizer, text: str, ids: Sequence[int] | None = 
     unless an ``<unk>`` is present).
     """
     ids = tokenizer.encode(text) if ids is None else ids
-    if UNK_ID not in ids:
+    # The tokenizer's own <unk> (an imported GPT-2's vocabulary has none: -1 or None, never 3).
+    unk = getattr(tokenizer, "unk_id", UNK_ID)
+    if unk is None or unk < 0 or unk not in ids:
         return []
     hf = getattr(tokenizer, "hf_tokenizer", None)
     if hf is not None:  # BPE: the offsets of each <unk> in the original text
         encoding = hf.encode(text, add_special_tokens=False)
-        spans = [text[a:b] for i, (a, b) in zip(encoding.ids, encoding.offsets) if i == UNK_ID]
+        spans = [text[a:b] for i, (a, b) in zip(encoding.ids, encoding.offsets) if i == unk]
     else:  # one id per character
-        spans = [c for c, i in zip(text, ids) if i == UNK_ID]
+        spans = [c for c, i in zip(text, ids) if i == unk]
     return list(dict.fromkeys(spans))
 
 

@@ -19,6 +19,8 @@ BENCHMARKS = (
     "bench_gpt",
     "bench_embed",
     "bench_vit",
+    # fine-tuned MiniLM vs TF-IDF + logistic regression on Bible verses by genre (about 4 minutes)
+    "bench_classify",
     "bench_modern_blocks",
     # aiayn's defaults vs a plain recipe on 12 corpora, Bible verses in 8 minutes included (about
     # two hours); skipped by --quick

@@ -156,11 +156,15 @@ APP_MODULES = (
     "lm",
     "mlm",
     "vision",
+    "classify",
+    "bert_tools",
+    "score",
     "average",
     "viz",
     "serve",
     "experiments",
     "bench",
+    "interop_cmds",
 )
 
 

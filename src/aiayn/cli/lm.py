@@ -21,7 +21,7 @@ from .commands import (
     sampling_temperature,
     top_p_mass,
 )
-from .train_group import add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
 from .translate import add_decoding_controls, decoding_controls, non_negative_int
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -42,6 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         eval_tokens=args.eval_tokens,
         fsdp=args.fsdp,
+        init_from=args.init_from,
         **run_kwargs(args),
     )
     print(json.dumps(summary, ensure_ascii=False))
@@ -90,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
     )
+    add_init_flag(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 

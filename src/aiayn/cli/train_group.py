@@ -83,3 +83,15 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "device": resolve_device(args.device),
         "started_at": process_started(),  # the budget includes this process's start-up
     }
+
+
+def add_init_flag(p: argparse.ArgumentParser) -> None:
+    """``--init-from SOURCE``, taken by the four ``aiayn train`` sub-commands (but not by
+    :func:`add_run_flags`, which other train commands share without it)."""
+    p.add_argument(
+        "--init-from",
+        metavar="SOURCE",
+        help="fine-tune: start from the weights, config and tokenizer of an aiayn model folder or "
+        "a Hugging Face one (GPT-2/Llama for lm, Marian for translate, BERT for mlm, ViT for vit); "
+        "no vocabulary is learned and no model size chosen (--resume continues a run instead)",
+    )

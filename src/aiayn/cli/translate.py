@@ -24,7 +24,7 @@ from .commands import (
     sampling_temperature,
     top_p_mass,
 )
-from .train_group import add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
 
 if TYPE_CHECKING:  # the decoding modules load torch's models: imported when a command runs
     from ..decoding import Sampling, SearchOptions
@@ -55,6 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         fsdp=args.fsdp,
         vocab_size=args.vocab_size,
         joint_vocab=args.joint_vocab,
+        init_from=args.init_from,
         **run_kwargs(args),
     )
     print(json.dumps(summary))
@@ -313,6 +314,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="weight of the guided-attention loss for monotonic tasks (default 0 = off)",
     )
+    add_init_flag(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 

@@ -17,7 +17,7 @@ from .commands import (
     positive_int,
     resolve_device,
 )
-from .train_group import add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -32,6 +32,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         augment=args.augment,
         hflip=args.hflip,
+        init_from=args.init_from,
         **run_kwargs(args),
     )
     print(json.dumps(summary))
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training augmentation: random rotation/zoom/shift (default), shift only, or none",
     )
     p.add_argument("--hflip", action="store_true", help="random left-right flips (photos)")
+    add_init_flag(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 

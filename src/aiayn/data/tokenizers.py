@@ -446,6 +446,10 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     try:
         if data.get("kind") == _CHAR_KIND:
             return _char_from_dict(data)
+        from .pretrained_tokenizer import PRETRAINED_KIND, PretrainedTokenizer
+
+        if data.get("kind") == PRETRAINED_KIND:  # a pretrained model's own (imported) tokenizer
+            return PretrainedTokenizer.from_dict(data)
         model = data.get("model")
         if isinstance(model, dict) and model.get("type") == "BPE":
             return BPETokenizer(HFTokenizer.from_str(raw))

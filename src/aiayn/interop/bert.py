@@ -161,6 +161,24 @@ def config_from_hf(hf_config: Mapping[str, Any] | Any, pooler: bool = True) -> B
     )
 
 
+#: :func:`_aiayn_name` of a key that belongs to no known part of BERT.
+_UNKNOWN = ""
+
+
+def _aiayn_name(key: str) -> str | None:
+    """aiayn's name of a Hugging Face BERT weight (with or without the ``bert.`` prefix); None for
+    the ones aiayn does not keep (:data:`_IGNORED`), :data:`_UNKNOWN` for any other."""
+    name = key.removeprefix("bert.")
+    name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
+    name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
+    if _IGNORED.match(name):
+        return None
+    for pattern, repl in _RULES:
+        if pattern.match(name):
+            return pattern.sub(repl, name)
+    return _UNKNOWN
+
+
 def convert_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename a Hugging Face BERT state dict to aiayn's ``BertForMaskedLM`` names (see module doc).
 
@@ -172,17 +190,11 @@ def convert_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     unknown = []
     for key, tensor in state.items():
-        name = key.removeprefix("bert.")
-        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", name)
-        name = re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name)
-        if _IGNORED.match(name):
-            continue
-        for pattern, repl in _RULES:
-            if pattern.match(name):
-                out[pattern.sub(repl, name)] = tensor
-                break
-        else:
+        name = _aiayn_name(key)
+        if name == _UNKNOWN:
             unknown.append(key)
+        elif name is not None:
+            out[name] = tensor
     if unknown:
         raise CheckpointError(
             f"weights of a model that is not a plain BERT: unexpected {unknown[:5]}"
@@ -353,3 +365,68 @@ def load_minilm_tokenizer() -> WordPieceTokenizer:
 def load_minilm(device: torch.device | str = "cpu") -> PretrainedBert:
     """all-MiniLM-L6-v2 (6 layers, 384 wide, mean pooling, L2-normalised): ``builtin:minilm``."""
     return load_hf_dir(minilm_path(), device)
+
+
+#: aiayn activation -> Hugging Face ``hidden_act``.
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def hf_config(config: BertConfig) -> Any:
+    """The ``transformers.BertConfig`` of an aiayn :class:`BertConfig`.
+
+    Raises:
+        CheckpointError: the model uses a block BERT lacks (other positions or norms, a gated
+            FFN, grouped-query or windowed attention).
+    """
+    from transformers import BertConfig as HFBertConfig
+
+    problems = []
+    if config.positional != "learned" or config.norm != "layernorm":
+        problems.append("learned positions and LayerNorm")
+    if config.activation not in _HF_ACTIVATIONS or config.d_ff is None:
+        problems.append("a gelu/relu FFN with an explicit d_ff")
+    if config.attention != "dot" or config.attention_window is not None:
+        problems.append("full dot-product attention")
+    if config.num_kv_heads not in (None, config.num_heads):
+        problems.append("full multi-head attention")
+    if problems:
+        raise CheckpointError("cannot export to Hugging Face BERT: needs " + ", ".join(problems))
+    return HFBertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.d_model,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.d_ff,
+        hidden_act=_HF_ACTIVATIONS[config.activation],
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        max_position_embeddings=config.max_len,
+        type_vocab_size=config.type_vocab_size,
+        layer_norm_eps=config.layer_norm_eps,
+        pad_token_id=config.pad_id,
+    )
+
+
+@torch.no_grad()
+def to_hf_bert(model: BertForMaskedLM) -> Any:
+    """A Hugging Face ``BertForMaskedLM`` with the weights of an aiayn :class:`BertForMaskedLM`.
+
+    Hugging Face's masked-LM model has no pooler: aiayn's (used only by sentence classification
+    heads) is left out.
+
+    Returns:
+        The Hugging Face model, in eval mode, on the CPU, in float32.
+    """
+    from transformers import BertForMaskedLM as HFBertForMaskedLM
+
+    hf = HFBertForMaskedLM(hf_config(model.config)).eval()
+    ours = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    for key, tensor in hf.state_dict().items():
+        name = _aiayn_name(key)
+        if name is None:  # tied to the embedding, or a buffer
+            continue
+        if name not in ours:
+            raise CheckpointError(f"BERT export: no aiayn weight for {key}")
+        tensor.copy_(ours[name])
+    hf.tie_weights()
+    return hf

@@ -35,7 +35,9 @@ from torch import Tensor
 from ..errors import CheckpointError
 from ..layers import ffn_width
 from ..models.gpt import GPT, GPTConfig
+from .hf_files import load_safetensors as _load_safetensors
 from .hf_files import read_json
+from .hf_files import weight_files as _weight_files
 
 __all__ = [
     "config_from_hf",
@@ -223,45 +225,6 @@ def from_hf_llama(hf_model: Any, dtype: torch.dtype = torch.float32) -> GPT:
     config = config_from_hf(hf_model.config)
     state = {k: v.detach().cpu() for k, v in hf_model.state_dict().items()}
     return _build(config, state, dtype)
-
-
-def _weight_files(directory: Path) -> list[Path]:
-    """The safetensors files of a ``save_pretrained`` folder: one, or the shards of its index."""
-    single = directory / "model.safetensors"
-    if single.is_file():
-        return [single]
-    index = directory / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: no weight_map")
-        names = sorted(set(weight_map.values()))
-        for name in names:
-            # A plain file name inside the folder: "../x" or "/etc/passwd" would read anything.
-            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-                raise CheckpointError(f"{index}: shard {name!r} is not a file name in the folder")
-        return [directory / name for name in names]
-    if any(directory.glob("pytorch_model*.bin")):
-        raise CheckpointError(
-            f"{directory}: only pytorch_model*.bin (a pickle, which can run code) is there; "
-            "save it with safetensors first"
-        )
-    raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json")
-
-
-def _load_safetensors(paths: list[Path]) -> dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    state: dict[str, Tensor] = {}
-    for path in paths:
-        try:
-            state.update(load_file(str(path)))
-        except FileNotFoundError:
-            raise CheckpointError(f"{path}: missing") from None
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    return state
 
 
 def from_pretrained_dir(

@@ -12,6 +12,8 @@ Names map one to one: ``self_attn``/``encoder_attn`` -> ``self_attn``/``cross_at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -161,3 +163,46 @@ def to_hf_marian(model: Transformer, bos_id: int = 1, eos_id: int = 2) -> Any:
     bias = ours["lm_head.bias"] if c.output_bias else torch.zeros(c.tgt_vocab_size)
     theirs["final_logits_bias"].copy_(bias[None])
     return hf
+
+
+#: The weights of a Transformer indexed by vocabulary row (shared embeddings: one matrix, listed
+#: under each name that uses it).
+_VOCAB_WEIGHTS = ("src_emb.weight", "tgt_emb.weight", "lm_head.weight", "lm_head.bias")
+
+
+@torch.no_grad()
+def reindex_vocab(model: Transformer, order: Sequence[int], pad_id: int) -> Transformer:
+    """A copy of a shared-vocabulary ``model`` whose row ``i`` is the model's row ``order[i]``.
+
+    Translation's batching and search use aiayn's fixed ``<pad>=0 <bos>=1 <eos>=2 <unk>=3``; a
+    Marian model has ``</s>=0 <unk>=1``, ``<pad>`` last, and starts decoding from ``<pad>``. So its
+    rows are put in aiayn's order on import, ``<pad>`` listed twice (as ``<pad>`` and as ``<bos>``,
+    which then train apart: ``<pad>``'s row gets no gradient), and back in Marian's order on export
+    (``<bos>``'s row becoming Marian's ``<pad>``, the decoder's start). Until they train apart the
+    two rows give the same logit, so the softmax counts ``<pad>`` twice; it is never a target.
+
+    Args:
+        model: a Transformer with one vocabulary for both sides.
+        order: new row -> old row (old rows not listed are dropped).
+        pad_id: the copy's padding id.
+
+    Returns:
+        The copy, in eval mode.
+
+    Raises:
+        ConfigError: the model has two vocabularies, or ``order`` names rows it does not have.
+    """
+    c = model.config
+    if not c.share_embeddings:
+        raise ConfigError("reordering the vocabulary needs one vocabulary for both sides")
+    index = torch.as_tensor(list(order), dtype=torch.long)
+    if len(index) == 0 or int(index.min()) < 0 or int(index.max()) >= c.src_vocab_size:
+        raise ConfigError(f"the new order must list rows of 0 .. {c.src_vocab_size - 1}")
+    config = replace(c, src_vocab_size=len(index), tgt_vocab_size=len(index), pad_id=pad_id)
+    state = model.state_dict()
+    for name in _VOCAB_WEIGHTS:
+        if name in state:
+            state[name] = state[name][index]
+    copy = Transformer(config)
+    copy.load_state_dict(state)
+    return copy.eval()

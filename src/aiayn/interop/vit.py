@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 from ..models.vit import ViT, ViTConfig
 
-__all__ = ["config_from_hf", "convert_state_dict", "from_hf"]
+__all__ = ["config_from_hf", "convert_state_dict", "from_hf", "hf_config", "to_hf_vit"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,22 @@ def config_from_hf(hf_config: Mapping[str, Any] | Any) -> ViTConfig:
     )
 
 
+#: :func:`_aiayn_name` of a key that belongs to no known part of a ViT.
+_UNKNOWN = ""
+
+
+def _aiayn_name(key: str) -> str | None:
+    """aiayn's name of a Hugging Face ViT weight (with or without the ``vit.`` prefix); None for
+    the ones aiayn does not keep (:data:`_IGNORED`), :data:`_UNKNOWN` for any other."""
+    name = key.removeprefix("vit.")
+    if _IGNORED.match(name):
+        return None
+    for pattern, repl in _RULES:
+        if pattern.match(name):
+            return pattern.sub(repl, name)
+    return _UNKNOWN
+
+
 def convert_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Rename a Hugging Face ViT state dict to aiayn's names (see the module docstring).
 
@@ -138,15 +154,11 @@ def convert_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     unknown = []
     for key, tensor in state.items():
-        name = key.removeprefix("vit.")
-        if _IGNORED.match(name):
-            continue
-        for pattern, repl in _RULES:
-            if pattern.match(name):
-                out[pattern.sub(repl, name)] = tensor
-                break
-        else:
+        name = _aiayn_name(key)
+        if name == _UNKNOWN:
             unknown.append(key)
+        elif name is not None:
+            out[name] = tensor
     if unknown:
         raise CheckpointError(
             f"weights of a model that is not a plain ViT: unexpected {unknown[:5]}"
@@ -197,3 +209,67 @@ def from_hf(hf_model: nn.Module) -> ViT:
     if left:
         log.warning("%s has no classifier: the head is untrained", type(hf_model).__name__)
     return model.eval()
+
+
+#: aiayn activation -> Hugging Face ``hidden_act``.
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
+
+
+def hf_config(config: ViTConfig, labels: Sequence[str] = ()) -> Any:
+    """The ``transformers.ViTConfig`` of an aiayn :class:`ViTConfig`, with class names ``labels``.
+
+    Raises:
+        CheckpointError: the model uses a block Hugging Face's ViT lacks (RMSNorm, a gated FFN,
+            grouped-query or windowed attention).
+    """
+    from transformers import ViTConfig as HFViTConfig
+
+    problems = []
+    if config.norm != "layernorm" or config.activation not in _HF_ACTIVATIONS:
+        problems.append("LayerNorm and a gelu/relu MLP")
+    if config.d_ff is None or config.num_kv_heads not in (None, config.num_heads):
+        problems.append("an explicit d_ff and full multi-head attention")
+    if config.attention != "dot" or config.attention_window is not None:
+        problems.append("full dot-product attention")
+    if problems:
+        raise CheckpointError("cannot export to Hugging Face ViT: needs " + ", ".join(problems))
+    names = list(labels) or [f"LABEL_{i}" for i in range(config.num_classes)]
+    if len(names) != config.num_classes:
+        raise CheckpointError(f"{len(names)} labels for a model of {config.num_classes} classes")
+    return HFViTConfig(
+        hidden_size=config.d_model,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=config.d_ff,
+        hidden_act=_HF_ACTIVATIONS[config.activation],
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.attention_dropout,
+        layer_norm_eps=config.layer_norm_eps,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+        num_channels=config.in_channels,
+        qkv_bias=config.qkv_bias,
+        id2label=dict(enumerate(names)),
+        label2id={name: i for i, name in enumerate(names)},
+    )
+
+
+@torch.no_grad()
+def to_hf_vit(model: ViT, labels: Sequence[str] = ()) -> Any:
+    """A Hugging Face ``ViTForImageClassification`` with the weights of an aiayn :class:`ViT`.
+
+    Returns:
+        The Hugging Face model, in eval mode, on the CPU, in float32.
+    """
+    from transformers import ViTForImageClassification
+
+    hf = ViTForImageClassification(hf_config(model.config, labels)).eval()
+    ours = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    for key, tensor in hf.state_dict().items():
+        name = _aiayn_name(key)
+        if name is None:
+            continue
+        if name not in ours:
+            raise CheckpointError(f"ViT export: no aiayn weight for {key}")
+        tensor.copy_(ours[name])
+    return hf

@@ -348,12 +348,16 @@ def train_lm(
     log_every: int | None = None,
     compile: bool = False,
     dtype: str = "auto",
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a GPT on a text into ``out_dir``; returns a summary.
 
     Args mirror ``aiayn train lm`` (see CLI.md). The budget is ``max_steps`` and/or ``max_minutes``
     (10 minutes when neither is given); with a time budget the schedule follows the time used, so
     the run warms up, decays and ends with the budget whatever this machine's speed.
+    ``init_from``: fine-tune the GPT of an aiayn or Hugging Face (GPT-2, Llama) folder, with its
+    tokenizer (``tokenizer``, ``vocab_size`` and ``preset`` are then unused) and a tenth of the
+    default peak learning rate (:mod:`aiayn.interop.pretrained`).
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
@@ -367,12 +371,18 @@ def train_lm(
     saved_plan: dict[str, Any] | None = None
     saved_training: dict[str, Any] = {}
     found, resuming = start.found, start.resuming
+    initial = None
     if resuming:
         loaded = load_model_dir(found, device, expect="gpt")
         tok = loaded.tokenizer("text", load_tokenizer)
         model_config = loaded.config
         saved_training = dict(loaded.info.get("training", {}))
         saved_plan = saved_training.get("plan")
+    elif init_from is not None:
+        from ..interop.pretrained import load_initial
+
+        initial = load_initial("gpt", init_from, out_dir)
+        tok, model_config = initial.tokenizer, cfg.apply_overrides(initial.config, overrides)
     else:
         tok = _shared_tokenizer(dist, tokenizer, train_text, vocab_size)
         base = cfg.get_preset("gpt", preset or "char-cpu")
@@ -380,6 +390,10 @@ def train_lm(
         model_config = cfg.apply_overrides(base, overrides)
 
     plan = LMPlan(**saved_plan) if saved_plan else LMPlan.for_model(model_config)
+    if initial is not None:
+        from ..interop.pretrained import FINE_TUNE_LR_SCALE
+
+        plan = replace(plan, lr=plan.lr * FINE_TUNE_LR_SCALE)
     changes = {
         k: v
         for k, v in dict(
@@ -405,6 +419,8 @@ def train_lm(
     model = GPT(model_config).to(device)
     if resuming:
         model.load_state_dict(loaded.model.state_dict())
+    elif initial is not None:
+        initial.load_into(model)
 
     budget = Budget.from_args(max_steps, max_minutes)
     if not (resuming and saved_plan):
@@ -434,6 +450,8 @@ def train_lm(
         log.info("%s", describe_lm_plan(plan, model_config, model.num_parameters(), train_tokens))
 
     training = {"text": text_spec, "valid": valid_spec, "tokenizer": tokenizer, "seed": seed}
+    if initial is not None:
+        training.update(tokenizer="pretrained", init_from=str(init_from))
     info = {"training": {**training, **saved_training, "plan": asdict(plan)}}
     task = LMTask(
         model,

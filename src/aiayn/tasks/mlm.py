@@ -75,28 +75,8 @@ class SentenceEncoder:
         Raises:
             AiaynError: unknown builtin name, missing package, or an unusable directory.
         """
-        from ..interop.bert import load_hf_dir, load_minilm
-
-        if spec.startswith("builtin:"):
-            name = spec.split(":", 1)[1]
-            if name != "minilm":
-                raise AiaynError(f"{spec}: unknown built-in text model (known: builtin:minilm)")
-            pre = load_minilm(device)
-            return cls(pre.encoder, pre.tokenizer, pre.pooling, normalize=True)
-        directory = Path(spec)
-        config_file = directory / "config.json"
-        if config_file.is_file() and _is_hf_config(config_file):
-            pre = load_hf_dir(directory, device)
-            return cls(pre.encoder, pre.tokenizer, pre.pooling, normalize=True)
-        from ..data.wordpiece import WordPieceTokenizer
-        from ..modeldir import load_model_dir
-
-        loaded = load_model_dir(directory, device, expect="bert")
-        tokenizer = loaded.tokenizer(
-            "text",
-            lambda path: WordPieceTokenizer.from_file(path, max_length=loaded.config.max_len),
-        )
-        return cls(loaded.model, tokenizer)
+        model, tokenizer, pooling = load_text_model(spec, device)
+        return cls(model, tokenizer, pooling, normalize=True)
 
     @property
     def device(self) -> torch.device:
@@ -129,6 +109,43 @@ class SentenceEncoder:
             chunk = order[start : start + batch_size]
             out[chunk] = self.embed_ids([ids[i] for i in chunk])
         return out
+
+
+def load_text_model(
+    spec: str, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, WordPieceTokenizer, str]:
+    """The BERT behind a text-model spec, as stored: ``(model, tokenizer, pooling)``.
+
+    ``spec``: ``builtin:minilm``, an aiayn BERT model directory, or a Hugging Face BERT folder. The
+    model is a ``BertForMaskedLM`` when the weights have the masked-LM head (aiayn's directories,
+    a Hugging Face ``BertForMaskedLM``), else a ``BertModel`` (all-MiniLM-L6-v2 has no head); the
+    embedder unwraps it, ``aiayn fill-mask`` needs the head. ``pooling``: ``mean`` or ``cls``.
+
+    Raises:
+        AiaynError: unknown builtin name, missing package, or an unusable directory.
+    """
+    from ..interop.bert import load_hf_dir, load_minilm
+
+    if spec.startswith("builtin:"):
+        name = spec.split(":", 1)[1]
+        if name != "minilm":
+            raise AiaynError(f"{spec}: unknown built-in text model (known: builtin:minilm)")
+        pre = load_minilm(device)
+        return pre.model, pre.tokenizer, pre.pooling
+    directory = Path(spec)
+    config_file = directory / "config.json"
+    if config_file.is_file() and _is_hf_config(config_file):
+        pre = load_hf_dir(directory, device)
+        return pre.model, pre.tokenizer, pre.pooling
+    from ..data.wordpiece import WordPieceTokenizer
+    from ..modeldir import load_model_dir
+
+    loaded = load_model_dir(directory, device, expect="bert")
+    tokenizer = loaded.tokenizer(
+        "text",
+        lambda path: WordPieceTokenizer.from_file(path, max_length=loaded.config.max_len),
+    )
+    return loaded.model, tokenizer, "mean"
 
 
 def _is_hf_config(path: Path) -> bool:
@@ -361,6 +378,7 @@ def train_mlm(
     log_every: int | None = None,
     compile: bool = False,
     dtype: str = "auto",
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a BERT with the masked-LM objective on a text file or folder.
 
@@ -370,6 +388,9 @@ def train_mlm(
     or ``vocab.txt`` file, or ``builtin:minilm`` (all-MiniLM-L6-v2's 30522-piece vocabulary).
     A learned vocabulary can differ slightly between runs (``tokenizers`` breaks ties between
     equally frequent merges in hash-map order); pass a tokenizer for exactly repeatable runs.
+    ``init_from``: fine-tune the BERT of an aiayn or Hugging Face folder, with its WordPiece
+    tokenizer (``preset``, ``tokenizer`` and ``vocab_size`` are then unused; a head the folder lacks
+    starts untrained) and a tenth of the default peak learning rate.
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters"}``.
@@ -406,18 +427,26 @@ def train_mlm(
     valid_lines = _lines(read_text(valid_path)) if valid_path is not None else None
 
     found, resuming = start.found, start.resuming
+    initial = None
     if resuming:
         saved = load_model_dir(found, device, expect="bert")
         config = saved.config
         tokenizer = saved.tokenizer(
             "text", lambda path: WordPieceTokenizer.from_file(path, config.max_len)
         )
+    elif init_from is not None:
+        from ..interop.pretrained import load_initial
+
+        initial = load_initial("bert", init_from, out_dir)
+        tokenizer, config = initial.tokenizer, cfg.apply_overrides(initial.config, overrides)
     else:
         tokenizer = _resolve_tokenizer(tokenizer, lines, vocab_size)
         config = cfg.apply_overrides(cfg.get_preset("bert", preset), overrides)
         config = replace(config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     seq_len = min(seq_len, config.max_len)
     model = BertForMaskedLM(config).to(device)
+    if initial is not None:
+        initial.load_into(model)
 
     def blocks_of(texts: list[str]) -> Tensor:
         ids = tokenizer.encode_batch(texts, add_special_tokens=False)
@@ -439,6 +468,10 @@ def train_mlm(
         if lr is not None
         else (1e-3 if config.d_model <= 128 else 5e-4 if config.d_model <= 256 else 1e-4)
     )
+    if initial is not None and lr is None:
+        from ..interop.pretrained import FINE_TUNE_LR_SCALE
+
+        peak *= FINE_TUNE_LR_SCALE
     budget = Budget(max_steps, None if max_minutes is None else 60 * max_minutes)
 
     def make_task(size: int) -> MaskedLMTask:

@@ -227,6 +227,7 @@ def plan_translation(
     batch_tokens: int | None = None,
     seconds_left: float | None = None,
     seed: int = 0,
+    fixed_model: TransformerConfig | None = None,
 ) -> TrainPlan:
     """Choose the model, batch and schedule for this corpus and budget, from measured step costs.
 
@@ -236,12 +237,15 @@ def plan_translation(
     small corpus wants many small steps, not a few huge ones), and the model is the largest that gets
     both those steps and :data:`MIN_EPOCHS` passes over the corpus (a model too big for the budget
     ends undertrained). With a step budget and no time budget nothing needs measuring: the preset
-    (default ``tiny``) and 4,096-token batches are used as they are.
+    (default ``tiny``) and 4,096-token batches are used as they are. With ``fixed_model``
+    (fine-tuning pretrained weights) that model is the only candidate: only the batch and schedule are planned.
     """
     n_units = sum(_units(train_ids))
     measured: dict[str, Any] = {}
 
     def configured(name: str) -> TransformerConfig:
+        if fixed_model is not None:
+            return fixed_model
         base = cfg.get_preset("transformer", name)
         base = replace(
             base, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, share_embeddings=joint_vocab
@@ -249,6 +253,8 @@ def plan_translation(
         return cfg.apply_overrides(base, overrides)
 
     names = [preset] if preset is not None else list(LADDER)
+    if fixed_model is not None:
+        names = ["pretrained"]
     if not budget.by_time:
         name = names[0]
         chosen, model = batch_tokens or 4096, configured(name)
@@ -534,6 +540,7 @@ def train_translation(
     vocab_size: int | None = None,
     joint_vocab: bool | None = None,
     average_last: int = AVERAGE_LAST,
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a translation model into ``out_dir``; returns a summary (steps, time, best BLEU).
 
@@ -546,6 +553,9 @@ def train_translation(
     vocabulary or two (default: shared when the two sides write the same characters).
     ``accumulate`` (default 1) and ``clip_norm`` (default 1.0; 0 = off) are the loop's; ``dtype`` is
     ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``.
+    ``init_from``: fine-tune the Transformer of an aiayn or Hugging Face (Marian) folder, with its
+    tokenizers (``preset``, ``vocab_size`` and ``joint_vocab`` are then unused; the planner only
+    chooses the batch) and a tenth of the default peak learning rate.
     """
     from ..data.vocab import shares_alphabet
 
@@ -565,6 +575,7 @@ def train_translation(
         train_pairs, valid_pairs = split_off_validation(train_pairs, seed=seed)
 
     budget = Budget.from_args(max_steps, max_minutes)
+    initial = None
     if found is not None:
         saved = load_model_dir(found, device, expect="transformer")
         src_tok, tgt_tok = load_translation_tokenizers(saved)
@@ -575,17 +586,24 @@ def train_translation(
         if max_steps is not None or max_minutes is not None:
             plan = replace(plan, max_steps=budget.max_steps)  # the new budget's step limit
     else:
-        if fsdp and joint_vocab:
+        if init_from is not None:  # fine-tuning: the pretrained model's own tokenizers
+            from ..interop.pretrained import load_initial
+
+            initial = load_initial("transformer", init_from, out_dir)
+            src_tok, tgt_tok = initial.tokenizers["source"], initial.tokenizers["target"]
+            joint = src_tok is tgt_tok
+        elif fsdp:  # see below; DDP and one process share vocabularies as usual
+            joint = False
+        else:
+            joint = shares_alphabet(*zip(*train_pairs)) if joint_vocab is None else joint_vocab
+        if fsdp and (joint_vocab or joint):
             raise AiaynError(
                 "--fsdp with --joint-vocab is not supported: resuming a sharded run whose source, "
                 "target and output embeddings are one matrix is not verified; use separate "
                 "vocabularies (the default under --fsdp)"
             )
-        if fsdp:  # see above; DDP and one process share vocabularies as usual
-            joint = False
-        else:
-            joint = shares_alphabet(*zip(*train_pairs)) if joint_vocab is None else joint_vocab
-        src_tok, tgt_tok = learn_tokenizers(dist, train_pairs, joint, vocab_size)
+        if initial is None:
+            src_tok, tgt_tok = learn_tokenizers(dist, train_pairs, joint, vocab_size)
         train_ids = encode_pairs(train_pairs, src_tok, tgt_tok, 1024)
         plan = plan_translation(
             train_ids,
@@ -601,10 +619,17 @@ def train_translation(
             if budget.seconds is None
             else budget.seconds - (time.monotonic() - started),
             seed=seed,
+            fixed_model=None if initial is None else cfg.apply_overrides(initial.config, overrides),
         )
+        if initial is not None:
+            from ..interop.pretrained import FINE_TUNE_LR_SCALE
+
+            plan = replace(plan, peak_lr=plan.peak_lr * FINE_TUNE_LR_SCALE)
         plan = dist.broadcast_object(plan)  # every rank trains the plan rank 0 measured
     model_config = plan.model
     model = Transformer(model_config).to(device)
+    if initial is not None:
+        initial.load_into(model)
     parameters = sum(p.numel() for p in model.parameters())
     if dist.is_main:
         log.info(
@@ -628,7 +653,14 @@ def train_translation(
         world_size=dist.world_size,
         scheduled_sampling=scheduled_sampling,
         guided_attention=guided_attention,
-        info={"training": {"train": train_spec, "seed": seed, "plan": plan.to_json()}},
+        info={
+            "training": {
+                "train": train_spec,
+                "seed": seed,
+                "plan": plan.to_json(),
+                **({} if init_from is None else {"init_from": str(init_from)}),
+            }
+        },
     )
     trainer = Trainer(
         model,

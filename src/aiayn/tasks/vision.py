@@ -238,13 +238,17 @@ def train_vit(
     log_every: int | None = None,
     compile: bool = False,
     dtype: str = "auto",
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a ViT classifier on ``builtin:digits`` or a class-per-sub-folder image tree.
 
     Args mirror ``aiayn train vit``. ``builtin:digits`` trains on its train split and validates on its
     valid split (the test split is never touched); a folder holds out 10% of each class unless
     ``valid`` names another folder. The default preset is ``digits`` for the digits and ``mini``
-    (32x32, 4x4 patches) for folders.
+    (32x32, 4x4 patches) for folders. ``init_from``: fine-tune the ViT of an aiayn or Hugging Face
+    folder, at its image size and with its pixel normalisation (``preset`` is then unused), keeping
+    its classifier when the classes are its own (same names, same order) and starting a new one
+    otherwise, with a tenth of the default peak learning rate.
 
     Returns:
         ``{"steps", "train_seconds", "best_val_accuracy", "parameters", "classes"}``.
@@ -275,10 +279,21 @@ def train_vit(
     builtin = dataset.startswith("builtin:")
     found, resuming = start.found, start.resuming
     saved_info: dict[str, Any] | None = None
+    initial = None
     if resuming:
         saved = load_model_dir(found, device, expect="vit")
         config, saved_info = saved.config, saved.info
         classes = tuple(saved_info["labels"])
+    elif init_from is not None:
+        from ..interop.pretrained import load_initial
+
+        initial = load_initial("vit", init_from, out_dir)
+        config, classes = cfg.apply_overrides(initial.config, overrides), None
+        if image_size not in (None, config.image_size):
+            raise AiaynError(
+                f"--image-size {image_size}: the model of {init_from} takes {config.image_size}-"
+                "pixel images"
+            )
     else:
         name = preset or ("digits" if builtin else "mini")
         config = cfg.get_preset("vit", name)
@@ -294,7 +309,7 @@ def train_vit(
             )
 
     size = config.image_size
-    channels = None if (not resuming and not builtin) else config.in_channels
+    channels = None if (not resuming and not builtin and initial is None) else config.in_channels
     train_set = load_images(dataset, "train", size, channels, classes)
     if valid is not None:
         valid_set = load_images(valid, "valid", size, train_set.images.shape[1], train_set.classes)
@@ -312,9 +327,9 @@ def train_vit(
             config, in_channels=train_set.images.shape[1], num_classes=len(train_set.classes)
         )
 
-    if saved_info is not None:
-        mean = torch.tensor(saved_info["image"]["mean"])
-        std = torch.tensor(saved_info["image"]["std"])
+    if saved_info is not None or initial is not None:  # the trained (or pretrained) model's
+        image_info = (saved_info or initial.info)["image"]
+        mean, std = torch.tensor(image_info["mean"]), torch.tensor(image_info["std"])
     else:
         mean = train_set.images.mean(dim=(0, 2, 3))
         std = train_set.images.std(dim=(0, 2, 3)).clamp(min=1e-3)
@@ -329,11 +344,22 @@ def train_vit(
         "dataset": dataset,
     }
     model = ViT(config).to(device)
+    if initial is not None:
+        own_classes = list(train_set.classes) == initial.info.get("labels")
+        new_head = initial.load_into(
+            model, optional=("head.",), skip=() if own_classes else ("head.",)
+        )
+        if new_head:
+            log.info("a new classifier head for the %d classes", config.num_classes)
     peak = (
         lr
         if lr is not None
         else (2e-3 if config.d_model <= 128 else 1e-3 if config.d_model <= 256 else 3e-4)
     )
+    if initial is not None and lr is None:
+        from ..interop.pretrained import FINE_TUNE_LR_SCALE
+
+        peak *= FINE_TUNE_LR_SCALE
     budget_seconds = None if max_minutes is None else 60 * max_minutes
 
     def make_task(size: int) -> ClassificationTask:

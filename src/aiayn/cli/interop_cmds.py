@@ -1,0 +1,116 @@
+"""The command line of model conversion: ``aiayn import`` (Hugging Face folder -> aiayn model folder)
+and ``aiayn export`` (aiayn model folder -> Hugging Face folder).
+
+The conversions themselves are :mod:`aiayn.interop.pretrained` and :mod:`aiayn.interop.hf_export`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import AiaynError
+from .commands import add_overwrite
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from ..interop.hf_files import is_hf_folder
+    from ..interop.pretrained import load_initial, write_model_folder
+    from ..training.rundir import claim_out_dir, create_out_dir, release_out_dir
+
+    source, out = Path(args.hf_dir), Path(args.out)
+    if not is_hf_folder(source):
+        raise AiaynError(
+            f"{source}: not a Hugging Face model folder (no config.json with a model_type)"
+        )
+    if _same_folder(source, out):
+        raise AiaynError(f"--out {out}: is the folder being imported; choose another one")
+    # The checks of `aiayn train --out`, before anything is read: a foreign folder is refused.
+    claim_out_dir(out, args.overwrite)
+    initial = load_initial(None, source)
+    create_out_dir(out)
+    try:
+        write_model_folder(initial, out)
+    finally:
+        release_out_dir(out)
+    parameters = sum(t.numel() for t in initial.build().parameters())
+    print(json.dumps({"kind": initial.kind, "out": str(out), "parameters": parameters}))
+    return 0
+
+
+def _holds_aiayn_model(folder: Path) -> bool:
+    from ..training.checkpoint import read_config
+    from ..training.rundir import is_aiayn_run
+
+    if is_aiayn_run(folder):
+        return True
+    try:
+        read_config(folder)
+    except AiaynError:
+        return False
+    return True
+
+
+def _check_export_out(out: Path, overwrite: bool) -> None:
+    """A new or empty folder; a non-empty one only with ``--overwrite``, never an aiayn folder
+    (its ``config.json`` would be replaced by Hugging Face's)."""
+    if out.exists() and not out.is_dir():
+        raise AiaynError(f"--out {out}: is a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if _holds_aiayn_model(out):
+        raise AiaynError(
+            f"--out {out}: holds an aiayn model, whose files the export would replace; "
+            "choose another folder"
+        )
+    if not overwrite:
+        raise AiaynError(
+            f"--out {out}: the folder is not empty; choose a new folder, or pass --overwrite to "
+            "write the Hugging Face files into it"
+        )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ..interop.hf_export import export_hf
+
+    directory, out = Path(args.model_dir), Path(args.out)
+    if _same_folder(directory, out):
+        raise AiaynError(f"--out {out}: is the folder being exported; choose another one")
+    _check_export_out(out, args.overwrite)
+    print(json.dumps(export_hf(directory, out)))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``aiayn import`` and ``aiayn export``."""
+    p = sub.add_parser(
+        "import",
+        help="convert a Hugging Face model folder (GPT-2, Llama, Marian, BERT, ViT) into an aiayn "
+        "model folder",
+    )
+    p.add_argument("hf_dir", metavar="HF_DIR", help="folder written by save_pretrained")
+    p.add_argument("--out", required=True, help="output model directory")
+    add_overwrite(p)
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser(
+        "export", help="convert an aiayn model folder into a Hugging Face model folder"
+    )
+    p.add_argument("model_dir", metavar="DIR", help="aiayn model directory")
+    p.add_argument(
+        "--to", required=True, choices=("hf",), help="target format (hf: transformers' folder)"
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder (loadable by transformers' from_pretrained)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even though it is not empty (an aiayn folder is always refused)",
+    )
+    p.set_defaults(func=_cmd_export)

@@ -1,0 +1,57 @@
+"""The command line of per-sentence scoring: ``aiayn score``.
+
+The task itself (teacher-forced log-probabilities, batched) is :mod:`aiayn.tasks.scoring`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .commands import add_device, positive_int, resolve_device
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from ..tasks.scoring import score_file
+
+    results = score_file(
+        args.model,
+        args.test,
+        swap=args.swap,
+        batch_tokens=args.batch_tokens,
+        device=resolve_device(args.device),
+    )
+    out = sys.stdout
+    for result in results:
+        out.write(json.dumps(result) + "\n")
+    out.flush()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``aiayn score``."""
+    from ..tasks.scoring import DEFAULT_BATCH_TOKENS
+
+    p = sub.add_parser(
+        "score",
+        help="log-probability and perplexity of each reference under a translation model "
+        "(JSON lines)",
+        description="For each source<TAB>reference pair: the teacher-forced log-probability the "
+        'model gives the reference (its tokens and <eos>), one JSON line per pair: {"line": n, '
+        '"logprob": ..., "tokens": ..., "ppl": ...}; line is the line of the file (for '
+        "builtin:NAME, the pair's number in its test split).",
+    )
+    p.add_argument("--model", required=True, help="translation model directory")
+    p.add_argument(
+        "--test", required=True, help="TSV file of source<TAB>reference pairs, or builtin:NAME"
+    )
+    p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
+    p.add_argument(
+        "--batch-tokens",
+        type=positive_int,
+        default=DEFAULT_BATCH_TOKENS,
+        help=f"padded tokens per batch (default {DEFAULT_BATCH_TOKENS})",
+    )
+    add_device(p)
+    p.set_defaults(func=_cmd_score)
