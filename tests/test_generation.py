@@ -182,3 +182,16 @@ def test_generate_command_streams_the_same_text_for_the_same_seed(model_dir):
 def test_generate_command_reports_a_missing_model_with_exit_code_2(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_an_end_token_that_is_also_pad_and_bos_stays_possible():
+    # GPT-2's one <|endoftext|> is pad, bos, unk and eos: suppressing pad/bos must not suppress eos,
+    # or an imported GPT-2 never stops by itself.
+    from types import SimpleNamespace
+
+    from aiayn.tasks.lm import _never_generated
+
+    gpt2 = SimpleNamespace(pad_id=50256, bos_id=50256, unk_id=50256, eos_id=50256)
+    assert _never_generated(gpt2) == []
+    aiayn_own = SimpleNamespace(pad_id=0, bos_id=1, unk_id=3, eos_id=2)
+    assert _never_generated(aiayn_own) == [0, 1, 3]

@@ -605,8 +605,14 @@ class LanguageModel:
 
 
 def _never_generated(tokenizer: Tokenizer) -> list[int]:
-    """``<pad>``, ``<bos>`` and ``<unk>``: never a training target, so never a sensible output."""
-    return [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
+    """``<pad>``, ``<bos>`` and ``<unk>``: never a training target, so never a sensible output.
+    Except where one of them is also ``<eos>`` (GPT-2's one ``<|endoftext|>`` is all four): that id
+    must stay possible, or generation never stops by itself."""
+    return [
+        i
+        for i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id)
+        if i is not None and i >= 0 and i != tokenizer.eos_id
+    ]
 
 
 class _TextStream:
