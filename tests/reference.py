@@ -51,3 +51,25 @@ def randomize_(module: nn.Module, std: float = 0.2) -> nn.Module:
             if isinstance(m, nn.LayerNorm) and m.weight is not None:
                 m.weight.add_(1.0)
     return module
+
+
+def tiny_marian(vocab: int = 60, pad: int = 59, eos: int = 0, randomized: bool = True, **extra):
+    """A small Hugging Face ``MarianMTModel`` (2+2 layers × 32) in eval mode. ``randomized``: weights
+    drawn wider than Marian's init (the sinusoidal positions kept) and a non-zero output bias, so
+    parity tests see no near-zero logits."""
+    import transformers
+
+    config = transformers.MarianConfig(
+        vocab_size=vocab, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=pad, eos_token_id=eos,
+        decoder_start_token_id=pad, scale_embedding=True, **extra,
+    )  # fmt: skip
+    hf = transformers.MarianMTModel(config).eval()
+    if randomized:
+        with torch.no_grad():
+            for name, p in hf.named_parameters():
+                if "embed_positions" not in name:
+                    p.normal_(0, 0.2)
+            hf.final_logits_bias.normal_(0, 0.5)
+    return hf

@@ -18,6 +18,7 @@ import torch
 
 from aiayn.cli import main
 from aiayn.modeldir import load_model_dir
+from reference import tiny_marian
 
 transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers  # noqa: E402
@@ -211,13 +212,9 @@ def _marian_tokenizer() -> Tokenizer:
 def _marian_folder(folder: Path) -> tuple[transformers.MarianMTModel, Tokenizer]:
     tok = _marian_tokenizer()
     pad = tok.token_to_id("<pad>")
-    config = transformers.MarianConfig(
-        vocab_size=tok.get_vocab_size(), d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=pad, eos_token_id=0,
-        decoder_start_token_id=pad, scale_embedding=True, dropout=0.0, attention_dropout=0.0,
-    )  # fmt: skip
-    hf = transformers.MarianMTModel(config).eval()
+    hf = tiny_marian(
+        tok.get_vocab_size(), pad, randomized=False, dropout=0.0, attention_dropout=0.0
+    )
     hf.save_pretrained(folder)
     tok.save(str(folder / "tokenizer.json"))
     return hf, tok

@@ -9,6 +9,7 @@ from aiayn.data.batching import collate_seq2seq
 from aiayn.decoding import beam_search, greedy_search
 from aiayn.interop.marian import from_hf_marian, to_hf_marian
 from aiayn.tasks.translation import Translator, train_translation
+from reference import tiny_marian
 from test_translation import PHRASES
 
 transformers = pytest.importorskip("transformers")
@@ -23,27 +24,7 @@ MARIAN_SHAPE = [
 
 
 def test_logits_equal_after_import_and_export():
-    config = transformers.MarianConfig(
-        vocab_size=60,
-        d_model=32,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        max_position_embeddings=64,
-        pad_token_id=59,
-        eos_token_id=0,
-        decoder_start_token_id=59,
-        scale_embedding=True,
-    )
-    hf = transformers.MarianMTModel(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "embed_positions" not in name:
-                p.normal_(0, 0.2)
-        hf.final_logits_bias.normal_(0, 0.5)
+    hf = tiny_marian()
     ours = from_hf_marian(hf)
     src = torch.randint(1, 59, (3, 7))
     src[0, -2:] = 59

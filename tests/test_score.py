@@ -14,6 +14,7 @@ from aiayn.cli import main
 from aiayn.data.batching import collate_seq2seq
 from aiayn.tasks.scoring import score_file, score_ids
 from aiayn.tasks.translation import Translator
+from reference import tiny_marian
 from tiny_translation import PAIRS, tiny_lm_model_dir, tiny_translation_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,22 +67,11 @@ def test_marian_shaped_model_scores_equal_hf_marian_loss():
     """A random MarianMTModel converted by aiayn.interop.marian. Marian starts decoding from its
     <pad> (decoder_start_token_id) where aiayn starts from <bos>: as in test_interop_marian, both
     are given the same decoder start, here Marian's own (pad 59, eos 0)."""
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     from aiayn.interop.marian import from_hf_marian
 
     pad, eos = 59, 0
-    config = transformers.MarianConfig(
-        vocab_size=60, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=pad, eos_token_id=eos,
-        decoder_start_token_id=pad, scale_embedding=True,
-    )  # fmt: skip
-    hf = transformers.MarianMTModel(config).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "embed_positions" not in name:
-                p.normal_(0, 0.2)
-        hf.final_logits_bias.normal_(0, 0.5)
+    hf = tiny_marian(pad=pad, eos=eos)
     ours = from_hf_marian(hf)
     gen = torch.Generator().manual_seed(0)
     pairs = [
