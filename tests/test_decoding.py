@@ -244,3 +244,24 @@ def test_the_one_token_step_says_why_it_was_not_taken(caplog):
     with caplog.at_level(logging.DEBUG, logger="aiayn.layers"):
         layer(x, memory, memory_key_mask=src != PAD, cache=cache[0], need_weights=True)
     assert "one-token step not taken: attention weights asked for" in caplog.text
+
+
+def test_beams_share_their_sentence_cross_attention_cache():
+    # Beam search without waste: K beams read one cached copy of their source's keys/values, and a
+    # beam reorder leaves that cache alone (only finished sentences leave it).
+    from aiayn.decoding import _Stepper
+
+    model, src = _model(), _batch()
+    B, K = src.shape[0], 4
+    mask = model.source_mask(src, None)
+    stepper = _Stepper(model, model.encode(src, mask), mask, True, copies=K, share=True)
+    tokens = torch.full((B * K, 1), 1, dtype=torch.long)
+    stepper.logits(tokens)
+    cross = stepper.cache[0].cross_attn
+    keys = cross.get()[0]
+    assert keys.shape[0] == B  # one row per sentence, not B * K
+    stepper.select(torch.arange(B * K).flip(0))  # a beam reorder
+    assert cross.get()[0] is keys or torch.equal(cross.get()[0], keys)
+    assert stepper.cache[0].self_attn.get()[0].shape[0] == B * K
+    stepper.select(torch.arange(K, B * K), sentences=torch.arange(1, B))  # sentence 0 finished
+    assert cross.get()[0].shape[0] == B - 1
