@@ -79,7 +79,50 @@ def test_gpt_offers_its_own_attention_maps():
 
     model = GPT(GPTConfig(vocab_size=20, d_model=16, num_heads=2, num_layers=2, max_len=8)).eval()
     ids = torch.tensor([[1, 2, 3, 4, 5]])
-    maps = model.attention_maps(ids)
+    maps = model.attention_maps(ids).decoder_self
     assert len(maps) == 2 and maps[0].shape == (1, 2, 5, 5)
     torch.testing.assert_close(maps[1].sum(-1), torch.ones(1, 2, 5))
     assert torch.all(maps[1].triu(1) == 0)  # causal
+
+
+def test_every_model_kind_has_one_forward_shape_and_logits_at():
+    """One model API: forward's logits never change shape; `logits_at(..., where=)` is the same
+    as selecting from them, on all four kinds; attention maps are one dataclass."""
+    from aiayn.models.bert import BertConfig, BertForMaskedLM
+    from aiayn.models.gpt import GPT, GPTConfig
+    from aiayn.models.outputs import AttentionMaps
+    from aiayn.models.seq2seq import Transformer, TransformerConfig
+    from aiayn.models.vit import ViT, ViTConfig
+
+    torch.manual_seed(0)
+    ids = torch.randint(4, 20, (2, 6))
+    where = torch.rand(2, 6) > 0.4
+    small = dict(d_model=16, num_heads=2, d_ff=32)
+    seq2seq = Transformer(
+        TransformerConfig(
+            src_vocab_size=20,
+            tgt_vocab_size=20,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            **small,
+        )
+    ).eval()
+    gpt = GPT(GPTConfig(vocab_size=20, num_layers=1, max_len=8, d_model=16, num_heads=2)).eval()
+    bert = BertForMaskedLM(BertConfig(vocab_size=20, num_layers=1, max_len=8, **small)).eval()
+    vit = ViT(
+        ViTConfig(image_size=8, patch_size=4, in_channels=1, num_classes=3, num_layers=1, **small)
+    )
+    vit.eval()
+    images, chosen = torch.randn(3, 1, 8, 8), torch.tensor([True, False, True])
+    cases = [
+        (seq2seq, (ids, ids), where, "cross"),
+        (gpt, (ids,), where, "decoder_self"),
+        (bert, (ids,), where, "encoder"),
+        (vit, (images,), chosen, "encoder"),
+    ]
+    with torch.no_grad():
+        for model, inputs, selected, filled in cases:
+            full = model(*inputs)
+            torch.testing.assert_close(model.logits_at(*inputs, where=selected), full[selected])
+            maps = model.attention_maps(*inputs)
+            assert isinstance(maps, AttentionMaps) and len(getattr(maps, filled)) == 1

@@ -123,7 +123,7 @@ def test_selected_positions_score_only_those_and_head_is_tied():
     ids, key_mask, _ = _batch()
     selected = key_mask & (torch.rand(B, T) < 0.5)
     torch.testing.assert_close(
-        model(ids, key_mask, positions=selected), model(ids, key_mask)[selected]
+        model.logits_at(ids, key_mask, where=selected), model(ids, key_mask)[selected]
     )
 
 

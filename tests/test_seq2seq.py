@@ -196,9 +196,9 @@ def test_lean_decoding_step_equals_the_general_layer_path(norm_first, cross):
     torch.testing.assert_close(outs["eval"], outs["train"], atol=1e-5, rtol=1e-5)
 
 
-def test_output_mask_computes_logits_only_where_asked():
+def test_logits_at_computes_logits_only_where_asked():
     model = _model()
     src = torch.randint(1, 31, (B, S))
     tgt = torch.randint(1, 37, (B, T))
     wanted = torch.rand(B, T) > 0.3
-    torch.testing.assert_close(model(src, tgt, output_mask=wanted), model(src, tgt)[wanted])
+    torch.testing.assert_close(model.logits_at(src, tgt, where=wanted), model(src, tgt)[wanted])

@@ -136,7 +136,7 @@ def test_language_model_self_attention():
     model, text = loaded.model, "the cat sat"
     ids = torch.tensor([tokenizer.encode(text)])
     # The maps come from the model itself (GPT.attention_maps), one per layer.
-    maps = model.attention_maps(ids)
+    maps = model.attention_maps(ids).decoder_self
     assert [tuple(m.shape) for m in maps] == [(1, 2, len(text), len(text))] * 2
     for layer in (0, 1):
         view = viz.lm_attention(model, tokenizer, text, layer)

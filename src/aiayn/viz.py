@@ -526,7 +526,7 @@ def lm_attention_maps(model: Any, ids: Sequence[int]) -> list[Any]:
     import torch
 
     device = next(model.parameters()).device
-    return model.attention_maps(torch.tensor([list(ids)], device=device))
+    return model.attention_maps(torch.tensor([list(ids)], device=device)).decoder_self
 
 
 def lm_attention(model: Any, tokenizer: Any, text: str, layer: int = -1) -> AttentionView:
@@ -580,7 +580,7 @@ def bert_attention(model: Any, tokenizer: Any, text: str, layer: int = -1) -> At
     ids = tokenizer.encode(text)[: encoder.config.max_len]
     device = next(encoder.parameters()).device
     with torch.inference_mode():
-        maps = encoder.attention_maps(torch.tensor([ids], device=device))
+        maps = encoder.attention_maps(torch.tensor([ids], device=device)).encoder
     tokens = [tokenizer.id_to_token(i) for i in ids]
     return _self_attention_view("encoder", maps, layer, tokens, None)
 
@@ -598,7 +598,7 @@ def vit_attention(model: Any, image: Any, layer: int = -1) -> AttentionView:
 
     device = next(model.parameters()).device
     with torch.inference_mode():
-        maps = model.attention_maps(image.unsqueeze(0).to(device))
+        maps = model.attention_maps(image.unsqueeze(0).to(device)).encoder
     side = model.config.image_size // model.config.patch_size
     tokens = ["[CLS]"] + [f"r{r}c{c}" for r in range(side) for c in range(side)]
     return _self_attention_view("patches", maps, layer, tokens, None)

@@ -139,7 +139,7 @@ def it_attention(picture: Path | None = PICTURE) -> dict:
     for text in PAIR:
         ids = tok.encode(text)
         tokens = [tok.id_to_token(i) for i in ids]
-        weights = model.attention_maps(torch.tensor([ids]))  # L x (1, H, T, T)
+        weights = model.attention_maps(torch.tensor([ids])).encoder  # L x (1, H, T, T)
         it = tokens.index("it")
         from_it = torch.stack([w[0, :, it, :] for w in weights])  # (L, H, T)
         maps.append((tokens, from_it))

@@ -212,7 +212,7 @@ def training_throughput(d_model: int, layers: int, vocab: int, repeats: int) -> 
         # As aiayn's trainer does (seq2seq_loss): logits only at real target tokens.
         "aiayn": step(
             "aiayn",
-            lambda: ours(batch.src, batch.tgt_in, batch.src_key_mask, output_mask=real),
+            lambda: ours.logits_at(batch.src, batch.tgt_in, batch.src_key_mask, where=real),
             batch.tgt_out[real],
         ),
         "torch": step("torch", lambda: ref(batch.src, batch.tgt_in, ~batch.src_key_mask, causal)),

@@ -35,6 +35,7 @@ from ..init import INIT_SCHEMES, init_weights
 from ..layers import Encoder, EncoderLayer, check_block_fields, get_activation, make_norm
 from ..masks import make_padding_mask
 from ..positional import attention_positions_for, make_positional
+from .outputs import AttentionMaps
 
 __all__ = [
     "PRESETS",
@@ -260,14 +261,15 @@ class BertModel(nn.Module):
         input_ids: Tensor,
         key_mask: Tensor | None = None,
         segment_ids: Tensor | None = None,
-    ) -> list[Tensor]:
-        """Self-attention weights of every layer, each ``(B, H, T, T)`` (takes the reference path)."""
+    ) -> AttentionMaps:
+        """Self-attention weights of every layer, each ``(B, H, T, T)``, in ``encoder`` (takes the
+        reference path)."""
         _, weights = self.encoder(
             self.embed(input_ids, segment_ids),
             self.key_mask(input_ids, key_mask),
             need_weights=True,
         )
-        return weights
+        return AttentionMaps(encoder=weights)
 
 
 class MaskedLMHead(nn.Module):
@@ -299,7 +301,8 @@ class BertForMaskedLM(nn.Module):
         config: the hyper-parameters.
 
     Shape:
-        input_ids ``(B, T)``; logits ``(B, T, V)``, or ``(N, V)`` for ``N`` selected positions.
+        input_ids ``(B, T)``; logits ``(B, T, V)``; :meth:`logits_at` ``(N, V)`` for ``N`` selected
+        positions.
     """
 
     def __init__(self, config: BertConfig) -> None:
@@ -315,22 +318,34 @@ class BertForMaskedLM(nn.Module):
         input_ids: Tensor,
         key_mask: Tensor | None = None,
         segment_ids: Tensor | None = None,
-        positions: Tensor | None = None,
     ) -> Tensor:
-        """Masked-LM logits.
+        """Masked-LM logits ``(B, T, V)``.
 
         Args:
             input_ids: ``(B, T)`` token ids (with ``[MASK]`` where words are hidden).
             key_mask: ``(B, T)`` True at real tokens; default ``input_ids != pad_id``.
             segment_ids: ``(B, T)`` segment ids; default all 0.
-            positions: ``(B, T)`` boolean; when given, only those positions are scored. Training
-                scores the ~15% masked positions only, which saves most of the ``D x V`` matmul.
-
-        Returns:
-            ``(B, T, V)`` logits, or ``(N, V)`` for the ``N`` True entries of ``positions`` in
-            row-major order.
         """
-        hidden = self.bert(input_ids, key_mask, segment_ids)  # (B, T, D)
-        if positions is not None:
-            hidden = hidden[positions]  # (N, D)
-        return self.mlm(hidden)
+        return self.mlm(self.bert(input_ids, key_mask, segment_ids))
+
+    def logits_at(
+        self,
+        input_ids: Tensor,
+        key_mask: Tensor | None = None,
+        segment_ids: Tensor | None = None,
+        *,
+        where: Tensor,
+    ) -> Tensor:
+        """:meth:`forward`'s logits at the positions ``where`` ``(B, T)`` is True only, ``(N, V)``
+        in row-major order. Training scores the ~15% masked positions only, which saves most of
+        the ``D x V`` matmul."""
+        return self.mlm(self.bert(input_ids, key_mask, segment_ids)[where])
+
+    def attention_maps(
+        self,
+        input_ids: Tensor,
+        key_mask: Tensor | None = None,
+        segment_ids: Tensor | None = None,
+    ) -> AttentionMaps:
+        """The encoder's attention weights (see :meth:`BertModel.attention_maps`)."""
+        return self.bert.attention_maps(input_ids, key_mask, segment_ids)

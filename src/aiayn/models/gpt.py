@@ -37,6 +37,7 @@ from ..errors import AiaynError
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import Decoder, DecoderLayer, check_block_fields, make_norm
 from ..positional import RotaryEmbedding, SinusoidalPositionalEncoding, attention_positions_for
+from .outputs import AttentionMaps
 
 
 @dataclass(frozen=True)
@@ -257,17 +258,31 @@ class GPT(nn.Module):
         Raises:
             AiaynError: the sequence runs past ``max_len`` learned positions.
         """
-        B, T = ids.shape
+        x = self._hidden(ids, key_mask, positions, cache)  # (B, T, D)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, D)
+        return self.lm_head(x)  # (B, T, V)
+
+    def logits_at(self, ids: Tensor, key_mask: Tensor | None = None, *, where: Tensor) -> Tensor:
+        """:meth:`forward`'s logits (no cache) at the positions ``where`` ``(B, T)`` is True only,
+        ``(N, V)`` in row-major order: training on padded rows skips the output layer's pads."""
+        return self.lm_head(self._hidden(ids, key_mask, None, None)[where])
+
+    def _hidden(
+        self,
+        ids: Tensor,
+        key_mask: Tensor | None,
+        positions: Tensor | None,
+        cache: list[LayerCache] | None,
+    ) -> Tensor:
+        """The last layer's states ``(B, T, D)`` that the output layer reads (see :meth:`forward`)."""
+        T = ids.shape[1]
         if positions is None:
             if key_mask is not None:
                 positions = positions_from_mask(key_mask)[:, -T:]  # (B, T)
             else:
                 start = 0 if cache is None else cache[0].self_attn.length
-                if start + T > self.config.max_len and self.config.positional == "learned":
-                    raise AiaynError(
-                        f"sequence of {start + T} tokens is longer than the model's context of "
-                        f"{self.config.max_len} positions"
-                    )
+                self._check_context(start + T)
                 positions = torch.arange(start, start + T, device=ids.device)  # (T,)
         elif isinstance(self.attn_pos, RotaryEmbedding):
             # Positions from the caller may lie past the rotary tables (ours never pass their column).
@@ -275,10 +290,15 @@ class GPT(nn.Module):
         x = self._embed(ids, positions)  # (B, T, D)
         if self.training:
             x = self.dropout(x)
-        x, _, _ = self.decoder(x, key_mask=key_mask, cache=cache, positions=positions)  # (B, T, D)
-        if last_only:
-            x = x[:, -1:]  # (B, 1, D)
-        return self.lm_head(x)  # (B, T, V)
+        x, _, _ = self.decoder(x, key_mask=key_mask, cache=cache, positions=positions)
+        return x
+
+    def _check_context(self, length: int) -> None:
+        if length > self.config.max_len and self.config.positional == "learned":
+            raise AiaynError(
+                f"sequence of {length} tokens is longer than the model's context of "
+                f"{self.config.max_len} positions"
+            )
 
     def _embed(self, ids: Tensor, positions: Tensor) -> Tensor:
         """Token embeddings ``(B, T, D)``, plus the position table's rows when there is one."""
@@ -290,12 +310,13 @@ class GPT(nn.Module):
         return x  # rotary/ALiBi: positions act inside attention
 
     @torch.inference_mode()
-    def attention_maps(self, ids: Tensor) -> list[Tensor]:
+    def attention_maps(self, ids: Tensor) -> AttentionMaps:
         """Causal self-attention weights of every layer over ``ids (B, T)`` (no padding, no
-        cache), each ``(B, H, T, T)`` (takes the reference path, which returns weights)."""
+        cache), each ``(B, H, T, T)``, in ``decoder_self`` (takes the reference path, which
+        returns weights)."""
         positions = torch.arange(ids.shape[1], device=ids.device)  # (T,)
         _, weights, _ = self.decoder(self._embed(ids, positions), need_weights=True)
-        return weights
+        return AttentionMaps(decoder_self=weights)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Distinct parameters (a tied matrix counts once); ``non_embedding`` leaves out positions.

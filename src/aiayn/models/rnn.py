@@ -94,15 +94,19 @@ class RNNSeq2Seq(nn.Module):
         c = c.view(L, 2, B, -1).transpose(1, 2).reshape(L, B, -1)
         return memory, (h.contiguous(), c.contiguous())
 
-    def forward(
-        self,
-        src: Tensor,
-        tgt: Tensor,
-        src_key_mask: Tensor | None = None,
-        output_mask: Tensor | None = None,
+    def forward(self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced pass: ``(B, S)``, ``(B, T)`` -> logits ``(B, T, V)``."""
+        return self.lm_head(self.dropout(self._states(src, tgt, src_key_mask)))
+
+    def logits_at(
+        self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None = None, *, where: Tensor
     ) -> Tensor:
-        """Teacher-forced pass: ``(B, S)``, ``(B, T)`` -> logits ``(B, T, V)``, or ``(N, V)`` at the
-        N positions where ``output_mask`` is True (as the Transformer's ``forward``)."""
+        """The logits at the positions ``where`` ``(B, T)`` is True only, ``(N, V)`` (as the
+        Transformer's ``logits_at``)."""
+        return self.lm_head(self.dropout(self._states(src, tgt, src_key_mask)[where]))
+
+    def _states(self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None) -> Tensor:
+        """The attentional states ``(B, T, D)`` the output layer reads."""
         if src_key_mask is None:
             src_key_mask = make_padding_mask(src, self.config.pad_id)
         memory, state = self.encode(src, src_key_mask)
@@ -117,7 +121,4 @@ class RNNSeq2Seq(nn.Module):
             attn_mask=src_key_mask[:, None, None, :],
             scale=1.0,
         )  # (B, 1, T, D)
-        out = torch.tanh(self.combine(torch.cat([h, context[:, 0]], dim=-1)))  # (B, T, D)
-        if output_mask is not None:
-            out = out[output_mask]  # (N, D)
-        return self.lm_head(self.dropout(out))  # (B, T, V) or (N, V)
+        return torch.tanh(self.combine(torch.cat([h, context[:, 0]], dim=-1)))  # (B, T, D)

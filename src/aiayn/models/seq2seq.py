@@ -36,6 +36,7 @@ from ..layers import (
 )
 from ..masks import make_padding_mask
 from ..positional import attention_positions_for, make_positional
+from .outputs import AttentionMaps
 
 
 @dataclass(frozen=True)
@@ -152,15 +153,6 @@ PRESETS: dict[str, TransformerConfig] = {
 cfg.register("transformer", TransformerConfig, PRESETS)
 
 
-@dataclass
-class AttentionMaps:
-    """Every attention weight of one forward pass, per layer, each ``(B, H, query, key)``."""
-
-    encoder: list[Tensor]
-    decoder_self: list[Tensor]
-    cross: list[Tensor]
-
-
 class Transformer(nn.Module):
     """Encoder-decoder Transformer.
 
@@ -267,25 +259,21 @@ class Transformer(nn.Module):
         )
         return self.lm_head(x)
 
-    def forward(
-        self,
-        src: Tensor,
-        tgt: Tensor,
-        src_key_mask: Tensor | None = None,
-        output_mask: Tensor | None = None,
-    ) -> Tensor:
-        """Teacher-forced pass: source ``(B, S)``, decoder input ``(B, T)`` -> logits ``(B, T, V)``.
+    def forward(self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced pass: source ``(B, S)``, decoder input ``(B, T)`` -> logits ``(B, T, V)``."""
+        src_key_mask = self.source_mask(src, src_key_mask)
+        return self.decode(tgt, self.encode(src, src_key_mask), src_key_mask)
 
-        ``output_mask`` ``(B, T)``, True where logits are wanted (in training, the real target
-        tokens): the output layer, the largest matrix product at a realistic vocabulary, then runs
-        only there, and the result is ``(N, V)`` for the N True positions in row-major order.
-        """
+    def logits_at(
+        self, src: Tensor, tgt: Tensor, src_key_mask: Tensor | None = None, *, where: Tensor
+    ) -> Tensor:
+        """:meth:`forward`'s logits at the positions ``where`` ``(B, T)`` is True only, ``(N, V)``
+        in row-major order. Training asks for the real target tokens: the output layer, the largest
+        matrix product at a realistic vocabulary, then skips the padding."""
         src_key_mask = self.source_mask(src, src_key_mask)
         memory = self.encode(src, src_key_mask)
-        if output_mask is None:
-            return self.decode(tgt, memory, src_key_mask)
         x, _, _ = self.decoder(self.embed_target(tgt), memory, memory_key_mask=src_key_mask)
-        return self.lm_head(x[output_mask])
+        return self.lm_head(x[where])
 
     def new_cache(self) -> list[LayerCache]:
         """Empty per-layer caches for incremental decoding."""

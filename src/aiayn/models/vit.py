@@ -31,6 +31,7 @@ from .. import config as cfg
 from ..attention import ATTENTION_KINDS
 from ..dropout import Dropout
 from ..layers import Encoder, EncoderLayer, check_block_fields, make_norm
+from .outputs import AttentionMaps
 
 __all__ = ["PRESETS", "PatchEmbedding", "ViT", "ViTConfig", "resize_position_grid"]
 
@@ -296,10 +297,16 @@ class ViT(nn.Module):
         """``(B, C, H, W)`` images -> ``(B, K)`` class logits."""
         return self.head(self.features(images)[:, 0])
 
-    def attention_maps(self, images: Tensor) -> list[Tensor]:
-        """Self-attention weights of every layer, each ``(B, H, 1 + P, 1 + P)``."""
+    def logits_at(self, images: Tensor, *, where: Tensor) -> Tensor:
+        """The logits of the images ``where`` ``(B,)`` is True only, ``(N, K)``: a ViT scores one
+        position per image (its class token), so selecting positions selects images. The same
+        method as the sequence models' so a caller can score any model the same way."""
+        return self.forward(images[where])
+
+    def attention_maps(self, images: Tensor) -> AttentionMaps:
+        """Self-attention weights of every layer, each ``(B, H, 1 + P, 1 + P)``, in ``encoder``."""
         _, weights = self.encoder(self.embed(images), need_weights=True)
-        return weights
+        return AttentionMaps(encoder=weights)
 
     def resize_image(self, image_size: int) -> None:
         """Make ``image_size`` the model's native size: resize the stored position embeddings.

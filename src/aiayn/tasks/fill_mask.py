@@ -88,7 +88,7 @@ class MaskFiller:
             input_ids, key_mask = self.tokenizer.pad(ids[start : start + BATCH])
             input_ids, key_mask = input_ids.to(self.device), key_mask.to(self.device)
             at_mask = (input_ids == self.tokenizer.mask_id) & key_mask  # (B, T)
-            rows = self.model(input_ids, key_mask, positions=at_mask).float().cpu()  # (N, V)
+            rows = self.model.logits_at(input_ids, key_mask, where=at_mask).float().cpu()  # (N, V)
             out.extend(rows.split(at_mask.sum(dim=1).tolist()))
         return out
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import AiaynError
+from ..training.forward import logits_at
 
 if TYPE_CHECKING:
     from ..data.wordpiece import WordPieceTokenizer
@@ -293,7 +294,7 @@ class MaskedLMTask:
             yield self._mask(blocks, gen).to(self.device)
 
     def loss(self, model: nn.Module, batch: MaskedBatch, step: int) -> tuple[Tensor, int]:
-        logits = model(batch.input_ids, batch.key_mask, positions=batch.selected)  # (N, V)
+        logits = logits_at(model, batch.input_ids, batch.key_mask, where=batch.selected)  # (N, V)
         loss = F.cross_entropy(logits.float(), batch.targets, reduction="sum")
         return loss, int(batch.targets.numel())
 
@@ -305,7 +306,7 @@ class MaskedLMTask:
         for start in range(0, len(self.valid_blocks), self.batch_size):
             batch = self._mask(self.valid_blocks[start : start + self.batch_size], gen)
             batch = batch.to(self.device)
-            logits = model(batch.input_ids, batch.key_mask, positions=batch.selected)
+            logits = logits_at(model, batch.input_ids, batch.key_mask, where=batch.selected)
             total += float(F.cross_entropy(logits.float(), batch.targets, reduction="sum"))
             correct += int((logits.argmax(-1) == batch.targets).sum())
             count += int(batch.targets.numel())

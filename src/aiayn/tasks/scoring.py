@@ -78,7 +78,7 @@ def score_ids(
     for indices in TokenBatchSampler(lengths, batch_tokens, shuffle=False, seed=0):
         batch = collate_seq2seq([pairs[i] for i in indices], pad_id, bos_id, eos_id).to(device)
         mask = batch.tgt_key_mask  # (B, T)
-        logits = model(batch.src, batch.tgt_in, batch.src_key_mask, output_mask=mask)  # (N, V)
+        logits = model.logits_at(batch.src, batch.tgt_in, batch.src_key_mask, where=mask)  # (N, V)
         picked = F.log_softmax(logits.float(), dim=-1).gather(1, batch.tgt_out[mask][:, None])
         rows = mask.nonzero()[:, 0]  # the pair of each of the N positions (row-major order)
         # float64 sums: a long reference adds hundreds of terms, the total should not drift.

@@ -110,7 +110,7 @@ def fully_shard_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> lis
         state dict is keyed by).
     """
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     from ..layers import DecoderLayer, EncoderLayer
 
@@ -123,6 +123,8 @@ def fully_shard_model(model: nn.Module, optimizer: torch.optim.Optimizer) -> lis
         if isinstance(module, (EncoderLayer, DecoderLayer)):
             fully_shard(module, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    if hasattr(model, "logits_at"):  # training scores some positions only (training/forward.py)
+        register_fsdp_forward_method(model, "logits_at")
     params = dict(model.named_parameters())
     groups = []
     for group in optimizer.param_groups:

@@ -148,9 +148,10 @@ def seq2seq_loss(
     """Summed training loss of an encoder-decoder batch, with the notes' optional variants.
 
     Args:
-        model: an encoder-decoder returning ``(B, T, V)`` logits from ``model(src, tgt_in, mask)``;
-            guided attention also needs ``encode``/``embed_target``/``decoder``/``lm_head`` (the
-            :class:`~aiayn.models.seq2seq.Transformer`). A DistributedDataParallel wrapper is
+        model: an encoder-decoder returning ``(B, T, V)`` logits from ``model(src, tgt_in, mask)``
+            and only some of them from ``logits_at`` (or the trainer's wrapper of one, see
+            :mod:`aiayn.training.forward`); guided attention also needs ``encode``/``embed_target``/``decoder``/``lm_head`` (the
+            :class:`~aiayn.models.seq2seq.Transformer`). The trainer's wrappers are
             unwrapped for the guided pass (which then bypasses DDP's gradient hooks: single process).
         src: ``(B, S)`` source ids; tgt_in/tgt_out ``(B, T)`` decoder input and target.
         src_key_mask: ``(B, S)``; tgt_key_mask ``(B, T)``: True at real tokens.
@@ -163,6 +164,7 @@ def seq2seq_loss(
         ``(summed loss, target tokens)``; the guided penalty is scaled by the token count so the
         trainer's division by tokens leaves ``weight × mean penalty``.
     """
+    from .forward import logits_at, unwrap
     from .losses import guided_attention_loss, label_smoothed_cross_entropy
 
     if scheduled_sampling is not None:
@@ -173,9 +175,9 @@ def seq2seq_loss(
             tgt_in = mix_decoder_input(first, tgt_in, prob, tgt_key_mask)
     if guided_attention <= 0:
         # Logits only at real target tokens: padding would cost output-layer work and be ignored.
-        logits = model(src, tgt_in, src_key_mask, output_mask=tgt_key_mask)  # (N, V)
+        logits = logits_at(model, src, tgt_in, src_key_mask, where=tgt_key_mask)  # (N, V)
         return label_smoothed_cross_entropy(logits, tgt_out[tgt_key_mask], label_smoothing)
-    inner = getattr(model, "module", model)
+    inner = unwrap(model)
     memory = inner.encode(src, src_key_mask)  # (B, S, D)
     x, _, cross = inner.decoder(
         inner.embed_target(tgt_in), memory, memory_key_mask=src_key_mask, need_weights=True

@@ -50,6 +50,7 @@ from .checkpoint import (
     unique_state,
 )
 from .distributed import DistContext
+from .forward import TrainingForward
 from .rundir import create_out_dir, mark, release_out_dir, remove_own_folder
 from .schedules import BudgetSchedule
 
@@ -225,7 +226,8 @@ class Trainer:
     ) -> None:
         self.model, self.optimizer, self.lr_lambda, self.task = model, optimizer, lr_lambda, task
         self.dist = dist or DistContext()
-        self.train_model: nn.Module = model
+        # Training calls both forward and logits_at through one forward (see training/forward.py).
+        self.train_model: nn.Module = TrainingForward(model)
         self._fsdp = config.fsdp and self.dist.enabled
         if config.fsdp and not self.dist.enabled:
             log.warning("--fsdp needs several processes (torchrun): training unsharded in one")
@@ -241,7 +243,7 @@ class Trainer:
 
             device = next(model.parameters()).device
             ids = [device.index] if device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(model, device_ids=ids)
+            self.train_model = DistributedDataParallel(self.train_model, device_ids=ids)
         if config.compile:
             # Only the training forward is compiled; saving and evaluation use the plain module.
             self.train_model = torch.compile(self.train_model)
