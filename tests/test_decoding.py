@@ -51,7 +51,9 @@ class ToyModel:
         return torch.zeros(src.shape[0], src.shape[1], 1)
 
     def new_cache(self):
-        return [_History()]
+        from aiayn.decoding_state import DecodingState
+
+        return DecodingState([_History()])
 
     def decode(self, tgt, memory, mask, cache=None):
         if cache is not None:
@@ -242,8 +244,15 @@ def test_the_one_token_step_says_why_it_was_not_taken(caplog):
     memory = model.encode(src, model.source_mask(src, None))
     x = torch.zeros(src.shape[0], 1, model.config.d_model)
     with caplog.at_level(logging.DEBUG, logger="aiayn.layers"):
-        layer(x, memory, memory_key_mask=src != PAD, cache=cache[0], need_weights=True)
+        model.decoder(x, memory, memory_key_mask=src != PAD, cache=cache, need_weights=True)
     assert "one-token step not taken: attention weights asked for" in caplog.text
+    assert cache.steps is None  # no step functions were built
+    model.decoder(x, memory, memory_key_mask=src != PAD, cache=model.new_cache())
+    # The state, not the caches, holds the step functions; the caches hold keys and values only.
+    state = model.new_cache()
+    model.decoder(x, memory, memory_key_mask=src != PAD, cache=state)
+    assert state.steps is not None and len(state.steps) == len(model.decoder.layers)
+    assert set(vars(state[0].self_attn)) == {"static", "_k", "_v", "length"}
 
 
 def test_beams_share_their_sentence_cross_attention_cache():

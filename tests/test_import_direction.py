@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "logits",
         },
     ),
-    ("layers", {"layers"}),
+    ("layers", {"layers", "decoding_state"}),
     ("models", {"models"}),
     (
         "services",

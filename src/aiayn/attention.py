@@ -67,6 +67,7 @@ def scaled_dot_product_attention(
     need_weights: bool = False,
     scale: float | None = None,
     bias: Tensor | None = None,
+    rows_have_keys: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """softmax(Q K^T / sqrt(Dh) + bias) V with boolean masking.
 
@@ -80,6 +81,8 @@ def scaled_dot_product_attention(
         need_weights: also return the ``(B, H, T, S)`` weights; this takes the reference path.
         scale: score scale; default ``1 / sqrt(Dh)``.
         bias: float, broadcastable to ``(B, H, T, S)``, added to the scaled scores (ALiBi).
+        rows_have_keys: the caller knows every query may attend to at least one key (a decoding
+            step's new token sees itself), so the empty-row guard, a host sync, is skipped.
 
     Returns:
         ``(output (B, H, T, Dv), weights (B, H, T, S) or None)``.
@@ -95,7 +98,7 @@ def scaled_dot_product_attention(
         is_causal = False
     if need_weights:
         return _reference_attention(q, k, v, attn_mask, dropout_p, scale, bias)
-    mask, row_ok = _guard_empty_rows(attn_mask)
+    mask, row_ok = (attn_mask, None) if rows_have_keys else _guard_empty_rows(attn_mask)
     if bias is not None:
         mask = float_mask(bias, mask, q.dtype)
     out = F.scaled_dot_product_attention(
@@ -209,8 +212,6 @@ class KVCache:
         self._k: Tensor | None = None
         self._v: Tensor | None = None
         self.length = 0
-        #: the module's concatenated Q/K/V projection, built on first use (see MultiHeadAttention)
-        self.qkv_weights: tuple[Tensor, Tensor | None] | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -253,12 +254,12 @@ class KVCache:
 
 @dataclass
 class LayerCache:
-    """The caches one decoder layer needs: its self-attention and (if any) its cross-attention."""
+    """The keys and values one decoder layer keeps: its self-attention's and (if any) its
+    cross-attention's. Only tensors: the step functions that read them live in
+    :class:`aiayn.decoding_state.DecodingState`."""
 
     self_attn: KVCache
     cross_attn: KVCache | None = None
-    #: the layer's lean one-token step, built on first use (see DecoderLayer)
-    step: Callable[..., Tensor] | None = None
 
     def reorder(self, index: Tensor, sentences: Tensor | None = None) -> None:
         """Keep rows ``index`` of the self-attention cache. The cross-attention cache holds one row
@@ -361,23 +362,13 @@ class MultiHeadAttention(nn.Module):
             bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         return weight, bias
 
-    def _project_qkv(
-        self, x: Tensor, cache: KVCache | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``.
-
-        During cached decoding the concatenated matrix is built once per cache (weights don't change
-        while decoding) rather than once per token, which would copy 3·D² values per layer per token.
-        """
-        if cache is None:
-            weights = self._qkv_weights()
-        else:
-            if cache.qkv_weights is None:
-                cache.qkv_weights = self._qkv_weights()
-            weights = cache.qkv_weights
+    def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``. (The one-token
+        decoding step concatenates the weights once per decoding run instead, see
+        :meth:`self_step`: once per token would copy 3·D² values per layer per token.)"""
         sizes = [self.d_model, self.kv_dim, self.kv_dim]
-        q, k, v = F.linear(x, *weights).split(sizes, dim=-1)  # (B, T, D), 2 x (B, T, Hkv·Dh)
-        return q, k, v
+        q, k, v = F.linear(x, *self._qkv_weights()).split(sizes, dim=-1)
+        return q, k, v  # (B, T, D), 2 x (B, T, Hkv·Dh)
 
     def _project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
         weight = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2·Hkv·Dh, D)
@@ -389,13 +380,16 @@ class MultiHeadAttention(nn.Module):
 
     # ---- one cached decoding step, lean --------------------------------------------------------
     # During greedy/beam search and generation a step runs once per token per layer. These build,
-    # once per cache, a function doing the arithmetic of ``forward`` for that case (one new query
-    # per row, eval mode, dot scoring, no weights returned) on ``(B, D)`` rows, with the weights
-    # captured as plain tensors and the functional ops called directly: at batch 1, module
+    # once per decoding run, a function doing the arithmetic of ``forward`` for that case (one new
+    # query per row, eval mode, dot scoring, no weights returned) on ``(B, D)`` rows, with the
+    # weights captured as plain tensors and the functional ops called directly: at batch 1, module
     # dispatch, attribute look-ups, 3-D reshapes and the general path's mask bookkeeping cost more
     # time than the matrix-vector products. With one query per row, ``(B, D)`` viewed as
-    # ``(B, H, 1, Dh)`` is exactly the split into heads (no transpose needed), and back. Weights
-    # must not change while the cache is in use (true of decoding).
+    # ``(B, H, 1, Dh)`` is exactly the split into heads (no transpose needed), and back. The
+    # attention itself is :func:`scaled_dot_product_attention`, the one kernel with the one set of
+    # masking rules. Weights must not change while the step is in use (true of decoding); the
+    # caller (:class:`aiayn.decoding_state.DecodingState`) keeps the functions, the caches keep
+    # only keys and values.
 
     def self_step(self, cache: KVCache) -> Callable[..., Tensor]:
         """``step(x (B, D), key_mask (B, S) | None, positions (B, 1) | None = None) -> (B, D)``:
@@ -403,9 +397,7 @@ class MultiHeadAttention(nn.Module):
         marks real tokens among cached + new ones (left-padded GPT batches); the new token is always
         real, so no row is empty. ``positions``: the new token's position per row (rotary; default
         the cache's length)."""
-        if cache.qkv_weights is None:  # a prompt run through forward() may have built them
-            cache.qkv_weights = self._qkv_weights()
-        w_qkv, b_qkv = cache.qkv_weights
+        w_qkv, b_qkv = self._qkv_weights()
         w_out, b_out = self.out_proj.weight, self.out_proj.bias
         H, Hkv, Dh, D = self.num_heads, self.num_kv_heads, self.head_dim, self.d_model
         sizes = [D, self.kv_dim, self.kv_dim]
@@ -419,9 +411,10 @@ class MultiHeadAttention(nn.Module):
                 q, k = rotary(q, k, positions, cache.length)
             k, v = append(k, v)  # (B, Hkv, S, Dh)
             mask = None if key_mask is None else key_mask[:, None, None, :]
-            if alibi is not None:
-                mask = float_mask(alibi(1, k.shape[-2]), mask, q.dtype)  # (B | 1, H, 1, S)
-            out = F.scaled_dot_product_attention(q, expand(k), expand(v), attn_mask=mask)
+            bias = None if alibi is None else alibi(1, k.shape[-2])  # (H, 1, S)
+            out, _ = scaled_dot_product_attention(
+                q, expand(k), expand(v), mask, bias=bias, rows_have_keys=True
+            )
             return F.linear(out.reshape(B, D), w_out, b_out)
 
         return step
@@ -454,12 +447,8 @@ class MultiHeadAttention(nn.Module):
             B = k.shape[0]
             K = rows // B  # queries per source
             q = F.linear(x, w_q, b_q).view(B, K, H, Dh).transpose(1, 2)  # (B, H, K, Dh)
-            mask, row_ok = _guard_empty_rows(
-                None if key_mask is None else key_mask[:, None, None, :]
-            )
-            out = F.scaled_dot_product_attention(q, expand(k), expand(v), attn_mask=mask)
-            if row_ok is not None:
-                out = out * row_ok
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            out, _ = scaled_dot_product_attention(q, expand(k), expand(v), mask)
             return F.linear(out.transpose(1, 2).reshape(rows, D), w_out, b_out)
 
         return step
@@ -504,7 +493,7 @@ class MultiHeadAttention(nn.Module):
         static = cache is not None and cache.static
         is_self = key is None and not static
         if is_self:
-            q, k, v = self._project_qkv(query, cache)
+            q, k, v = self._project_qkv(query)
             # (B, H, T, Dh) queries, (B, Hkv, T, Dh) keys and values
             q, k, v = self._split(q, H), self._split(k, Hkv), self._split(v, Hkv)
             if self.rotary is not None:  # before caching: cached keys keep their own positions

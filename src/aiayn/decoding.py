@@ -172,8 +172,7 @@ class _Stepper:
             if self.memory is not None:
                 self.memory = self.memory.index_select(0, sources)
         if self.cache is not None:
-            for layer_cache in self.cache:
-                layer_cache.reorder(index, sources)
+            self.cache.reorder(index, sources)
 
 
 class _Ensemble:
@@ -1072,8 +1071,7 @@ def stream_generate(
             if next_pos is not None:
                 next_pos = next_pos.index_select(0, index)
             if cache is not None:
-                for layer_cache in cache:
-                    layer_cache.reorder(index)
+                cache.reorder(index)
 
 
 def generate(

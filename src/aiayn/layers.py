@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from . import config as cfg
 from .attention import KVCache, LayerCache, MultiHeadAttention
+from .decoding_state import DecodingState, LayerStep
 from .dropout import Dropout
 from .positional import POSITIONAL_KINDS, ROTARY_LAYOUTS, ALiBi, RotaryEmbedding
 
@@ -331,12 +332,6 @@ class DecoderLayer(nn.Module):
         Returns:
             ``(x (B, T, D), self weights (B, H, T, T_total) or None, cross weights (B, H, T, S) or None)``.
         """
-        if cache is not None and x.shape[1] == 1:
-            refusal = self.step_refusal(need_weights, window, attn_mask, is_causal)
-            if refusal is None:
-                step = self._decode_step(x, memory, key_mask, memory_key_mask, cache, positions)
-                return step, None, None
-            log.debug("one-token step not taken: %s", refusal)
         self_cache = None if cache is None else cache.self_attn
         cross_cache = None if cache is None else cache.cross_attn
         self_w = cross_w = None
@@ -391,27 +386,12 @@ class DecoderLayer(nn.Module):
             return "additive scoring"
         return None
 
-    def _decode_step(
-        self,
-        x: Tensor,
-        memory: Tensor | None,
-        key_mask: Tensor | None,
-        memory_key_mask: Tensor | None,
-        cache: LayerCache,
-        positions: Tensor | None = None,
-    ) -> Tensor:
-        """One cached decoding step ``(B, 1, D)`` in eval mode through the cache's lean step
-        function (built on first use by :meth:`_make_step`)."""
-        if cache.step is None:
-            cache.step = self._make_step(cache, memory)
-        B, _, D = x.shape
-        return cache.step(x.reshape(B, D), key_mask, memory_key_mask, positions).view(B, 1, D)
-
-    def _make_step(self, cache: LayerCache, memory: Tensor | None):
+    def make_step(self, cache: LayerCache, memory: Tensor | None) -> LayerStep:
         """The arithmetic of :meth:`forward` for one token per row in eval mode (dropout is the
         identity), on ``(B, D)`` rows, with the weights captured once as tensors: in a decoding
         loop at small batch sizes, module dispatch and attribute look-ups cost more than the
-        matrix-vector products."""
+        matrix-vector products. Only where :meth:`step_refusal` says None; the caller
+        (:class:`Decoder`) keeps the function in its :class:`~aiayn.decoding_state.DecodingState`."""
         f = self.ffn
         act, w1, b1, w2, b2 = (
             f.activation,
@@ -524,12 +504,16 @@ class Decoder(nn.Module):
         self.norm = norm
         self.attention_window = attention_window
 
-    def new_cache(self) -> list[LayerCache]:
-        """Fresh, empty caches for incremental decoding (one per layer)."""
-        return [
-            LayerCache(KVCache(), KVCache(static=True) if layer.cross_attn is not None else None)
-            for layer in self.layers
-        ]
+    def new_cache(self) -> DecodingState:
+        """A fresh decoding state: empty caches for incremental decoding (one per layer)."""
+        return DecodingState(
+            [
+                LayerCache(
+                    KVCache(), KVCache(static=True) if layer.cross_attn is not None else None
+                )
+                for layer in self.layers
+            ]
+        )
 
     def forward(
         self,
@@ -537,11 +521,13 @@ class Decoder(nn.Module):
         memory: Tensor | None = None,
         key_mask: Tensor | None = None,
         memory_key_mask: Tensor | None = None,
-        cache: list[LayerCache] | None = None,
+        cache: DecodingState | None = None,
         need_weights: bool = False,
         positions: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Run the stack.
+        """Run the stack. One new token per row with a cache takes the layers' lean steps
+        (:meth:`DecoderLayer.make_step`) where every layer allows it; the reason when not is
+        logged at debug level.
 
         Args:
             x: ``(B, T, D)`` embedded target tokens (T new tokens when decoding with a cache).
@@ -557,6 +543,11 @@ class Decoder(nn.Module):
         Returns:
             ``(x (B, T, D), self weights per layer, cross weights per layer)``.
         """
+        if cache is not None and x.shape[1] == 1:
+            refusal = self.step_refusal(need_weights)
+            if refusal is None:
+                return self._step(x, memory, key_mask, memory_key_mask, cache, positions), [], []
+            log.debug("one-token step not taken: %s", refusal)
         self_weights, cross_weights = [], []
         for i, layer in enumerate(self.layers):
             x, sw, cw = layer(
@@ -576,3 +567,32 @@ class Decoder(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return x, self_weights, cross_weights
+
+    def step_refusal(self, need_weights: bool = False) -> str | None:
+        """Why a cached one-token call of the stack cannot take the layers' lean steps (None: it
+        can)."""
+        for layer in self.layers:
+            refusal = layer.step_refusal(need_weights, self.attention_window)
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _step(
+        self,
+        x: Tensor,
+        memory: Tensor | None,
+        key_mask: Tensor | None,
+        memory_key_mask: Tensor | None,
+        state: DecodingState,
+        positions: Tensor | None,
+    ) -> Tensor:
+        """One token per row ``(B, 1, D)`` through every layer's lean step, built on the run's
+        first step (when ``memory`` fills the cross-attention caches)."""
+        if state.steps is None:
+            state.steps = [layer.make_step(c, memory) for layer, c in zip(self.layers, state)]
+        B, _, D = x.shape
+        h = x.reshape(B, D)
+        for step in state.steps:
+            h = step(h, key_mask, memory_key_mask, positions)
+        h = h.view(B, 1, D)
+        return h if self.norm is None else self.norm(h)

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import config as cfg
-from ..attention import ATTENTION_KINDS, LayerCache
+from ..attention import ATTENTION_KINDS
+from ..decoding_state import DecodingState
 from ..dropout import Dropout
 from ..errors import AiaynError
 from ..init import INIT_SCHEMES, init_weights
@@ -228,7 +229,7 @@ class GPT(nn.Module):
         if c.tie_output:
             self.lm_head.weight = self.tok_emb.weight
 
-    def new_cache(self) -> list[LayerCache]:
+    def new_cache(self) -> DecodingState:
         """Empty per-layer KV caches for incremental decoding."""
         return self.decoder.new_cache()
 
@@ -237,7 +238,7 @@ class GPT(nn.Module):
         ids: Tensor,
         key_mask: Tensor | None = None,
         positions: Tensor | None = None,
-        cache: list[LayerCache] | None = None,
+        cache: DecodingState | None = None,
         last_only: bool = False,
     ) -> Tensor:
         """Next-token logits at every position (or only the last).
@@ -273,7 +274,7 @@ class GPT(nn.Module):
         ids: Tensor,
         key_mask: Tensor | None,
         positions: Tensor | None,
-        cache: list[LayerCache] | None,
+        cache: DecodingState | None,
     ) -> Tensor:
         """The last layer's states ``(B, T, D)`` that the output layer reads (see :meth:`forward`)."""
         T = ids.shape[1]
@@ -281,7 +282,7 @@ class GPT(nn.Module):
             if key_mask is not None:
                 positions = positions_from_mask(key_mask)[:, -T:]  # (B, T)
             else:
-                start = 0 if cache is None else cache[0].self_attn.length
+                start = 0 if cache is None else cache.length
                 self._check_context(start + T)
                 positions = torch.arange(start, start + T, device=ids.device)  # (T,)
         elif isinstance(self.attn_pos, RotaryEmbedding):

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from .. import config as cfg
-from ..attention import ATTENTION_KINDS, LayerCache
+from ..attention import ATTENTION_KINDS
+from ..decoding_state import DecodingState
 from ..dropout import Dropout
 from ..init import INIT_SCHEMES, init_weights
 from ..layers import (
@@ -238,7 +239,7 @@ class Transformer(nn.Module):
         tgt: Tensor,
         memory: Tensor | None,
         src_key_mask: Tensor | None,
-        cache: list[LayerCache] | None = None,
+        cache: DecodingState | None = None,
     ) -> Tensor:
         """Decoder pass to logits.
 
@@ -253,7 +254,7 @@ class Transformer(nn.Module):
         Returns:
             ``(B, T, V)`` logits.
         """
-        start = 0 if cache is None else cache[0].self_attn.length
+        start = 0 if cache is None else cache.length
         x, _, _ = self.decoder(
             self.embed_target(tgt, start), memory, memory_key_mask=src_key_mask, cache=cache
         )
@@ -275,7 +276,7 @@ class Transformer(nn.Module):
         x, _, _ = self.decoder(self.embed_target(tgt), memory, memory_key_mask=src_key_mask)
         return self.lm_head(x[where])
 
-    def new_cache(self) -> list[LayerCache]:
+    def new_cache(self) -> DecodingState:
         """Empty per-layer caches for incremental decoding."""
         return self.decoder.new_cache()
 
