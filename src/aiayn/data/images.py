@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AiaynError, DataError
+from .builtin.specs import BuiltinKind, is_builtin, resolve_builtin
 
 __all__ = [
     "DIGITS_CLASSES",
@@ -261,11 +262,12 @@ def load_images(
     """``builtin:digits`` (the given split, native 8x8 unless ``size`` says otherwise) or a folder.
 
     A folder is read whole whatever ``split`` says (hold-out is the caller's choice).
+
+    Raises:
+        AiaynError: a built-in name that is unknown or not an image set, or a folder without ``size``.
     """
-    if spec.startswith("builtin:"):
-        name = spec.split(":", 1)[1]
-        if name != "digits":
-            raise AiaynError(f"{spec}: unknown built-in image set (known: builtin:digits)")
+    if is_builtin(spec):
+        resolve_builtin(spec, BuiltinKind.IMAGES)  # the digits are the only built-in image set
         data = load_digits(split)
         if channels not in (None, 1):
             data.images = data.images.expand(-1, channels, -1, -1).contiguous()

@@ -30,13 +30,14 @@ from tokenizers.trainers import BpeTrainer
 from torch import Tensor
 
 from ..errors import AiaynError, ConfigError
+from .builtin.specs import BuiltinKind, builtin_names, is_builtin, resolve_builtin
 from .corpus import read_text
 from .tokenizers import SPECIAL_TOKENS, UNK_TOKEN, BPETokenizer, CharTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_KINDS = ("char", "bpe")
-BUILTIN_TEXTS = ("shakespeare",)
+BUILTIN_TEXTS = builtin_names(BuiltinKind.TEXT)
 #: Share of a single text held out for validation when no validation text is given.
 VALID_FRACTION = 0.1
 
@@ -45,17 +46,15 @@ def load_text(spec: str, split: str = "train") -> str:
     """The text named by ``spec``: ``builtin:NAME`` (its ``split``) or a UTF-8 file or folder.
 
     Raises:
-        AiaynError: an unknown built-in name, a built-in whose package is missing.
+        AiaynError: an unknown built-in name or one that is not a text, a built-in whose package is
+            missing.
         DataError: an unreadable, non-UTF-8 or empty file (with file and line).
     """
-    if spec.startswith("builtin:"):
-        name = spec.split(":", 1)[1]
-        if name == "shakespeare":
-            from .shakespeare import load_shakespeare
+    if is_builtin(spec):
+        resolve_builtin(spec, BuiltinKind.TEXT)  # Shakespeare is the only built-in text
+        from .shakespeare import load_shakespeare
 
-            return load_shakespeare(split)
-        known = ", ".join(f"builtin:{n}" for n in BUILTIN_TEXTS)
-        raise AiaynError(f"unknown built-in text {spec!r}; known: {known}")
+        return load_shakespeare(split)
     return read_text(spec)
 
 
@@ -79,7 +78,7 @@ def load_train_valid(text_spec: str, valid_spec: str | None = None) -> tuple[str
     """Training and validation text: ``valid_spec`` if given, a built-in's own split, or the tail."""
     if valid_spec is not None:
         return load_text(text_spec, "train"), load_text(valid_spec, "valid")
-    if text_spec.startswith("builtin:"):
+    if is_builtin(text_spec):
         return load_text(text_spec, "train"), load_text(text_spec, "valid")
     return split_text(load_text(text_spec))
 

@@ -104,11 +104,12 @@ def score_file(
         DataError: a malformed line, or a pair longer than the model's positions (named by line).
         CheckpointError: the directory does not hold a translation model.
     """
+    from ..data.builtin import is_builtin
     from ..data.numbered_tsv import read_numbered_tsv
     from .translation import Translator, load_pairs
 
     translator = Translator.load(model_dir, device)
-    if test_spec.startswith("builtin:"):
+    if is_builtin(test_spec):
         pairs = load_pairs(test_spec, "test", swap)
         numbered = [(n, s, t) for n, (s, t) in enumerate(pairs, start=1)]
     else:

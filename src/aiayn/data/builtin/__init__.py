@@ -47,6 +47,10 @@ quoted in the project's notes, "我是一个学生" and "我爱中国", are pinn
 
 ``copy`` and ``reverse`` are drawn as distinct random sequences, so their splits are disjoint too.
 
+Specs. A flag names a built-in as ``builtin:NAME``; :mod:`.specs` holds every built-in name (these
+corpora, and the built-in text, image set and model read elsewhere) and is the one resolver every
+reader calls (:func:`resolve_builtin`), so an unknown or wrong-kind name gets one message.
+
 Determinism: only :meth:`random.Random.random` is used (with a fixed integer seed), whose sequence
 Python guarantees across versions and platforms, never ``shuffle``/``randrange`` (whose algorithms
 may change) nor anything that depends on ``hash()`` ordering.
@@ -56,13 +60,33 @@ from __future__ import annotations
 
 from aiayn.errors import AiaynError
 
+from .specs import (
+    BIBLE_PREFIX,
+    BUILTIN_PREFIX,
+    REVERSE,
+    ZH_EN,
+    BuiltinKind,
+    builtin_names,
+    is_builtin,
+    known_builtins,
+    resolve_builtin,
+)
 from .splits import SPLITS, _zh_en_splits
 from .synthetic import _sequence_splits
 
-__all__ = ["BUILTIN_CORPORA", "SPLITS", "load_builtin_corpus"]
+__all__ = [
+    "BUILTIN_CORPORA",
+    "BUILTIN_PREFIX",
+    "SPLITS",
+    "BuiltinKind",
+    "is_builtin",
+    "load_builtin_corpus",
+    "resolve_builtin",
+]
 
-BUILTIN_CORPORA: tuple[str, ...] = ("zh-en", "copy", "reverse")
-"""Names accepted by :func:`load_builtin_corpus`."""
+BUILTIN_CORPORA: tuple[str, ...] = builtin_names(BuiltinKind.TRANSLATION)
+"""Names accepted by :func:`load_builtin_corpus` (``zh-en``, ``copy``, ``reverse``), besides the
+``bible-SRC-TGT`` family."""
 
 
 def load_builtin_corpus(name: str, split: str) -> list[tuple[str, str]]:
@@ -78,17 +102,15 @@ def load_builtin_corpus(name: str, split: str) -> list[tuple[str, str]]:
     Raises:
         AiaynError: unknown corpus name or split.
     """
-    if name.startswith("bible-"):
+    if name.startswith(BIBLE_PREFIX):
         from ..bible import load_bible_corpus  # a real corpus read from an installed package
 
         return load_bible_corpus(name, split)
     if name not in BUILTIN_CORPORA:
-        raise AiaynError(
-            f"unknown built-in corpus {name!r}; known corpora: {', '.join(BUILTIN_CORPORA)}, "
-            "bible-SRC-TGT (e.g. bible-fr-en)"
-        )
+        known = known_builtins(BuiltinKind.TRANSLATION, prefixed=False)
+        raise AiaynError(f"unknown built-in corpus {name!r}; known corpora: {known}")
     if split not in SPLITS:
         raise AiaynError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
-    if name == "zh-en":
+    if name == ZH_EN:
         return [(ex.source, ex.target) for ex in _zh_en_splits()[split]]
-    return list(_sequence_splits(name == "reverse")[split])
+    return list(_sequence_splits(name == REVERSE)[split])
