@@ -270,7 +270,8 @@ def test_marian_import_fine_tune_export(tmp_path, capsys):
     torch.testing.assert_close(theirs, ours[..., rows], atol=1e-4, rtol=1e-4)
 
 
-def test_marian_folder_without_tokenizer_json_is_refused(tmp_path, capsys):
+def test_marian_folder_without_any_tokenizer_is_refused(tmp_path, capsys):
+    # (A folder with Marian's SentencePiece files instead is read: tests/test_marian_spm.py.)
     _marian_folder(tmp_path / "hf")
     (tmp_path / "hf" / "tokenizer.json").unlink()
     (tmp_path / "hf" / "source.spm").write_bytes(b"\x00")
@@ -278,7 +279,7 @@ def test_marian_folder_without_tokenizer_json_is_refused(tmp_path, capsys):
     assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "no tokenizer.json" in err and "sentencepiece" in err
+    assert "no tokenizer.json" in err and "missing target.spm, vocab.json" in err
 
 
 # ---- BERT -> train mlm -----------------------------------------------------------------------------

@@ -96,7 +96,9 @@ def load_model_dir(
     Args:
         directory: the directory.
         device: where to put the model.
-        expect: the model kind(s) the caller can use; another kind is a clear error.
+        expect: the model kind(s) the caller can use; another kind is a clear error, except a kind
+            that wraps an expected kind's encoder (a ``bert-classifier`` for ``bert``): its folder
+            is read whole and checked, and the encoder alone comes back, as that kind.
 
     Raises:
         CheckpointError: missing/corrupt files, a kind the caller can't use, a config that doesn't parse.
@@ -104,23 +106,43 @@ def load_model_dir(
     directory = Path(directory)
     info = read_config(directory)
     kind = info["kind"]
-    if expect is not None:
-        kinds = (expect,) if isinstance(expect, str) else expect
-        if kind not in kinds:
-            raise CheckpointError(
-                f"{directory}: holds a {kind} model, but this command needs {' or '.join(kinds)}"
-            )
+    inner = None if expect is None else _check_kind(directory, kind, expect)
     try:
-        model_cls = registry.model_class(kind)
-        config = cfg.from_dict(kind, dict(info.get("config", {})))
+        config = cfg.from_dict(registry.config_kind(kind), dict(info.get("config", {})))
         # A folder from elsewhere is input: its config is checked against the weights' header on
         # the meta device (no memory) before a model of that size is built.
         with torch.device("meta"):
-            probe = model_cls(config)
+            probe = registry.build(kind, config, info)
     except (ConfigError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{directory}/config.json: bad model config ({e})") from None
     check_weights_header(probe, directory / WEIGHTS_FILE)
     del probe
-    model = model_cls(config)
+    model = registry.build(kind, config, info)
     load_weights(model, directory / WEIGHTS_FILE)
+    if inner is not None:  # e.g. a classifier read by `aiayn embed`: its encoder alone
+        kind, attribute = inner
+        model = getattr(model, attribute)
     return LoadedModel(kind, model.to(device).eval(), config, info, directory)
+
+
+def _check_kind(
+    directory: Path, kind: str, expect: str | tuple[str, ...]
+) -> tuple[str, str] | None:
+    """None when ``kind`` is expected; ``(encoder kind, attribute)`` when it wraps an expected
+    kind's encoder.
+
+    Raises:
+        CheckpointError: neither.
+    """
+    kinds = (expect,) if isinstance(expect, str) else expect
+    if kind in kinds:
+        return None
+    try:
+        inner = registry.encoder_of(kind)
+    except ConfigError:  # an unknown kind: refused below as one the caller cannot use
+        inner = None
+    if inner is None or inner[0] not in kinds:
+        raise CheckpointError(
+            f"{directory}: holds a {kind} model, but this command needs {' or '.join(kinds)}"
+        )
+    return inner

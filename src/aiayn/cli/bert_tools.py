@@ -54,10 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--model",
+        metavar="DIR",
         required=True,
         help="BERT with a masked-LM head: `aiayn train mlm` directory or HF BertForMaskedLM folder",
     )
-    p.add_argument("--top-k", type=positive_int, default=5, help="tokens per [MASK] (default 5)")
+    p.add_argument(
+        "--top-k", metavar="K", type=positive_int, default=5, help="tokens per [MASK] (default 5)"
+    )
     p.add_argument("text", nargs="*", help="texts holding [MASK] (default: one per stdin line)")
     add_device(p)
     p.set_defaults(func=_cmd_fill_mask)
@@ -70,11 +73,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         "embeddings, best first (line: the line's number in FILE; blank lines are skipped).",
     )
     p.add_argument(
-        "--model", required=True, help="BERT model directory, or builtin:minilm (all-MiniLM-L6-v2)"
+        "--model",
+        metavar="SPEC",
+        required=True,
+        help="the sentence encoder: a model directory from `aiayn train mlm` or `aiayn train "
+        "classify` (its encoder), a Hugging Face BERT folder, or builtin:minilm (all-MiniLM-L6-v2)",
     )
-    p.add_argument("--corpus", required=True, help="UTF-8 text file, one passage per line")
-    p.add_argument("--top-k", type=positive_int, default=5, help="neighbours per query (default 5)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch")
+    p.add_argument(
+        "--corpus", metavar="FILE", required=True, help="UTF-8 text file, one passage per line"
+    )
+    p.add_argument(
+        "--top-k",
+        metavar="K",
+        type=positive_int,
+        default=5,
+        help="neighbours per query (default 5)",
+    )
+    p.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive_int,
+        default=32,
+        help="sentences per embedding batch (default 32)",
+    )
     p.add_argument("query", nargs="*", help="queries (default: one per stdin line)")
     add_device(p)
     p.set_defaults(func=_cmd_search)

@@ -60,22 +60,35 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Writes a model directory (best validation accuracy), metrics.jsonl with val_accuracy on "
         "eval steps, and resumable state.",
     )
-    p.add_argument("--train", required=True, help="UTF-8 TSV of text<TAB>label lines")
-    p.add_argument("--valid", help="validation TSV (default: 10%% of --train held out)")
+    p.add_argument(
+        "--train",
+        metavar="FILE",
+        required=True,
+        help="UTF-8 TSV of text<TAB>label lines; its labels are the model's",
+    )
+    p.add_argument(
+        "--valid",
+        metavar="FILE",
+        help="validation TSV, same labels (default: 10%% of --train held out)",
+    )
     p.add_argument(
         "--init",
+        metavar="SPEC",
         default="builtin:minilm",
         help="the pretrained encoder: builtin:minilm (default), a model directory written by "
-        "`aiayn train mlm`, or a Hugging Face BERT folder",
+        "`aiayn train mlm` (or the encoder of one by `aiayn train classify`), or a Hugging Face "
+        "BERT folder; the classification head always starts new",
     )
     p.add_argument(
         "--max-tokens",
+        metavar="N",
         type=positive_int,
         default=DEFAULT_MAX_TOKENS,
         help=f"cut texts to this many tokens (default {DEFAULT_MAX_TOKENS})",
     )
     p.add_argument(
         "--batch-size",
+        metavar="N",
         type=positive_int,
         help=f"texts per batch, on average (default {DEFAULT_BATCH})",
     )
@@ -92,9 +105,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         '--test FILE, the accuracy on its text<TAB>label lines: {"accuracy", "n"}.',
     )
     p.add_argument(
-        "--model", required=True, help="model directory written by `aiayn train classify`"
+        "--model",
+        metavar="DIR",
+        required=True,
+        help="model directory written by `aiayn train classify`",
     )
-    p.add_argument("--test", help="TSV of text<TAB>label lines to measure the accuracy on")
+    p.add_argument(
+        "--test",
+        metavar="FILE",
+        help="TSV of text<TAB>label lines: print the accuracy on them instead (not with TEXT)",
+    )
     p.add_argument("text", nargs="*", help="texts (default: one per stdin line)")
     add_device(p)
     p.set_defaults(func=_cmd_classify_text)

@@ -92,21 +92,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         "import",
         help="convert a Hugging Face model folder (GPT-2, Llama, Marian, BERT, ViT) into an aiayn "
         "model folder",
+        description="Reads config.json, the weights (safetensors only: pickles can run code) and "
+        "the model's own tokenizer, so its token ids stay those of the weights: tokenizer.json, "
+        "GPT-2's vocab.json + merges.txt, BERT's vocab.txt, or Marian's source.spm + target.spm "
+        "+ vocab.json (needs the sentencepiece package). Prints {kind, out, parameters}.",
     )
-    p.add_argument("hf_dir", metavar="HF_DIR", help="folder written by save_pretrained")
-    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument(
+        "hf_dir", metavar="HF_DIR", help="folder written by save_pretrained (model and tokenizer)"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="the aiayn model folder to write (a new or empty one; see --overwrite)",
+    )
     add_overwrite(p)
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser(
-        "export", help="convert an aiayn model folder into a Hugging Face model folder"
+        "export",
+        help="convert an aiayn model folder into a Hugging Face model folder",
+        description="Writes what save_pretrained writes (config.json, model.safetensors) and the "
+        "tokenizer: tokenizer.json + tokenizer_config.json, or Marian's source.spm + target.spm "
+        "+ vocab.json for a model imported with them; a ViT gets preprocessor_config.json. GPT "
+        "becomes GPT2LMHeadModel or LlamaForCausalLM, a translation model MarianMTModel, BERT "
+        "BertForMaskedLM, ViT ViTForImageClassification; text classifiers are not exported. "
+        "Prints {kind, model_type, out}.",
     )
-    p.add_argument("model_dir", metavar="DIR", help="aiayn model directory")
+    p.add_argument(
+        "model_dir", metavar="DIR", help="aiayn model directory (written by aiayn train or import)"
+    )
     p.add_argument(
         "--to", required=True, choices=("hf",), help="target format (hf: transformers' folder)"
     )
     p.add_argument(
-        "--out", required=True, help="output folder (loadable by transformers' from_pretrained)"
+        "--out",
+        metavar="DIR",
+        required=True,
+        help="output folder (loadable by transformers' from_pretrained)",
     )
     p.add_argument(
         "--overwrite",

@@ -42,13 +42,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         '"logprob": ..., "tokens": ..., "ppl": ...}; line is the line of the file (for '
         "builtin:NAME, the pair's number in its test split).",
     )
-    p.add_argument("--model", required=True, help="translation model directory")
     p.add_argument(
-        "--test", required=True, help="TSV file of source<TAB>reference pairs, or builtin:NAME"
+        "--model",
+        metavar="DIR",
+        required=True,
+        help="translation model directory (from `aiayn train translate` or `aiayn import`)",
     )
-    p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
+    p.add_argument(
+        "--test",
+        metavar="FILE",
+        required=True,
+        help="UTF-8 TSV of source<TAB>reference pairs, or builtin:NAME",
+    )
+    p.add_argument(
+        "--swap", action="store_true", help="exchange the TSV columns (reference<TAB>source)"
+    )
     p.add_argument(
         "--batch-tokens",
+        metavar="N",
         type=positive_int,
         default=DEFAULT_BATCH_TOKENS,
         help=f"padded tokens per batch (default {DEFAULT_BATCH_TOKENS})",

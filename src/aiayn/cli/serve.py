@@ -358,11 +358,20 @@ def make_backend(loaded: Any, limits: ServeLimits, beam: int = 4) -> Backend:
     """
     cls = BACKENDS.get(loaded.kind)
     if cls is None:
+        elsewhere = _ELSEWHERE.get(loaded.kind)
         raise AiaynError(
             f"{loaded.directory}: `aiayn serve` handles {', '.join(BACKENDS)} models, "
-            f"not {loaded.kind}"
+            f"not {loaded.kind}" + (f"; {elsewhere}" if elsewhere else "")
         )
     return cls(loaded, limits, beam=beam)
+
+
+#: What to run instead, for a kind the page does not serve. A classifier's answer is a label, not a
+#: text whose tokens the page could line up against the input's; its attention is one command away.
+_ELSEWHERE = {
+    "bert-classifier": "classify with `aiayn classify-text --model DIR TEXT`, draw its attention "
+    "with `aiayn attention --model DIR TEXT --out FILE`",
+}
 
 
 # ---- the page --------------------------------------------------------------------------------------
@@ -751,10 +760,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="a local web page to try a model and explore its attention",
-        description="Serve a page where you type a sentence, see the model's translation, and "
-        "explore every attention map (layer, head; hover a token to see what it attends to).",
+        description="Serve a page where you type a sentence, see the model's output (a "
+        "translation model's translation, a GPT's continuation), and explore every attention map "
+        "(layer, head; hover a token to see what it attends to). Other kinds are refused with "
+        "the command that handles them (a text classifier: classify-text and attention).",
     )
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument(
+        "--model", metavar="DIR", required=True, help="translation or GPT model directory"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument(
         "--port", type=port_number, default=8000, help="TCP port (default 8000; 0 = any free)"

@@ -28,6 +28,8 @@ def _cmd_attention(args: argparse.Namespace) -> int:
             view, output = _lm_view(loaded, args)
         elif loaded.kind == "bert":
             view, output = _bert_view(args, device)
+        elif loaded.kind == "bert-classifier":
+            view, output = _classifier_view(loaded, args)
         elif loaded.kind == "vit":
             view, output = _vit_view(loaded, args)
         else:
@@ -103,6 +105,19 @@ def _bert_view(args: argparse.Namespace, device):
     return bert_attention(encoder.model, encoder.tokenizer, args.text, args.layer), {}
 
 
+def _classifier_view(loaded, args: argparse.Namespace):
+    """A text classifier (``aiayn train classify``): its BERT's self-attention over TEXT, and the
+    label it gives TEXT."""
+    from ..tasks.classify import TextClassifier
+    from ..viz import bert_attention
+
+    _self_only(args, "a text classifier")
+    classifier = TextClassifier.from_loaded(loaded)
+    (top,) = classifier.classify([args.text])
+    view = bert_attention(classifier.model.bert, classifier.tokenizer, args.text, args.layer)
+    return view, {"label": top["label"], "probability": top["probability"]}
+
+
 def _vit_view(loaded, args: argparse.Namespace):
     from ..data.images import load_image
     from ..tasks.vision import ImageClassifier
@@ -146,12 +161,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="draw a model's attention as heatmaps (tokens on the axes)",
         description="Translation models: translate TEXT, then draw the attention of the "
         "teacher-forced pass TEXT -> translation. Language models (GPT): the causal self-attention "
-        "over TEXT. BERT (an aiayn BERT, a Hugging Face BERT folder or builtin:minilm): the "
-        "self-attention over TEXT's WordPiece tokens. ViT: TEXT is an image file, drawn as the "
+        "over TEXT. BERT (an aiayn BERT, a text classifier from `aiayn train classify`, a Hugging "
+        "Face BERT folder or builtin:minilm): the self-attention over TEXT's WordPiece tokens (a "
+        "classifier also prints its label for TEXT). ViT: TEXT is an image file, drawn as the "
         "self-attention over [CLS] and its patches. All heads of a layer as a grid, or one head "
         "with its values.",
     )
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument(
+        "--model",
+        metavar="DIR",
+        required=True,
+        help="model directory (translation, GPT, BERT, text classifier or ViT), a Hugging Face "
+        "BERT folder, or builtin:minilm",
+    )
     p.add_argument(
         "text", metavar="TEXT", help="the source sentence (a text for GPT/BERT, an image for a ViT)"
     )

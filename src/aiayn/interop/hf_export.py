@@ -8,7 +8,9 @@ ViT, a ``preprocessor_config.json`` with its image size and normalisation:
 * ``gpt`` -> ``GPT2LMHeadModel`` (learned positions, LayerNorm) or ``LlamaForCausalLM`` (rotary,
   RMSNorm, SwiGLU);
 * ``transformer`` -> ``MarianMTModel`` (a Marian-shaped model: see :mod:`.marian`); a model
-  imported from Marian gets its rows back in Marian's order;
+  imported from Marian gets its rows back in Marian's order, and one imported with Marian's
+  SentencePiece tokenizer gets it back as ``MarianTokenizer`` writes it (``source.spm``,
+  ``target.spm``, ``vocab.json``), since Hugging Face has no ``tokenizer.json`` form of it;
 * ``bert`` -> ``BertForMaskedLM``; ``vit`` -> ``ViTForImageClassification``.
 
 A character tokenizer has no Hugging Face counterpart of its own; it is written as a word-level
@@ -26,7 +28,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 from torch import nn
 
-from ..data.pretrained_tokenizer import PretrainedTokenizer
+from ..data.pretrained_tokenizer import MarianSpmTokenizer, OwnIdsTokenizer
 from ..data.tokenizers import SPECIAL_TOKENS, UNK_TOKEN, CharTokenizer
 from ..errors import CheckpointError
 from .pretrained import Initial, read_model_folder
@@ -44,11 +46,19 @@ def export_hf(directory: str | Path, out: str | Path) -> dict[str, Any]:
         CheckpointError: not an aiayn model folder, or a model Hugging Face has no class for.
     """
     initial = read_model_folder(directory)
+    if initial.kind not in _EXPORTERS:  # a text classifier: mean pooling, which HF's BERTs lack
+        raise CheckpointError(
+            f"{directory}: a {initial.kind} model has no Hugging Face class aiayn writes "
+            f"(it exports {', '.join(_EXPORTERS)} models)"
+        )
     hf, files = _EXPORTERS[initial.kind](initial.build(), initial)
     out = Path(out)
     hf.save_pretrained(str(out))
     for name, content in files.items():
-        (out / name).write_text(content, encoding="utf-8")
+        if isinstance(content, bytes):  # a SentencePiece model
+            (out / name).write_bytes(content)
+        else:
+            (out / name).write_text(content, encoding="utf-8")
     return {"kind": initial.kind, "model_type": hf.config.model_type, "out": str(out)}
 
 
@@ -122,19 +132,46 @@ def _gpt(model: nn.Module, initial: Initial) -> tuple[Any, dict[str, str]]:
     return hf, _tokenizer_files(tokenizer, ids, c.max_len)
 
 
-def _translation(model: nn.Module, initial: Initial) -> tuple[Any, dict[str, str]]:
+def _translation(model: nn.Module, initial: Initial) -> tuple[Any, dict[str, str | bytes]]:
     from .marian import reindex_vocab, to_hf_marian
 
     source, target = initial.tokenizers["source"], initial.tokenizers["target"]
-    order = source.order if isinstance(source, PretrainedTokenizer) else None
+    order = source.order if isinstance(source, OwnIdsTokenizer) else None
     if order is not None:  # imported from Marian: its rows back in Marian's order
         model = reindex_vocab(model, marian_rows(order), pad_id=order[0])
     ids = {r: _theirs(source, i) for r, i in _lm_ids(source).items()}
     hf = to_hf_marian(model, bos_id=ids["bos"], eos_id=ids["eos"])
+    if isinstance(source, MarianSpmTokenizer):
+        return hf, _marian_spm_files(source, target, ids, model.config.max_len)
     files = _tokenizer_files(source, ids, model.config.max_len)
     if target is not source:  # Hugging Face's Marian reads one tokenizer; the target's is beside it
         files["target_tokenizer.json"] = hf_tokenizer_of(target).to_str(pretty=True)
     return hf, files
+
+
+def _marian_spm_files(
+    source: MarianSpmTokenizer, target: Any, ids: dict[str, int], max_length: int
+) -> dict[str, str | bytes]:
+    """The files ``MarianTokenizer.save_pretrained`` writes, which ``MarianTokenizer`` (and
+    ``AutoTokenizer``) read back: both SentencePiece models, the one ``vocab.json``, the config."""
+    if not isinstance(target, MarianSpmTokenizer) or target.vocab != source.vocab:
+        raise CheckpointError(
+            "a Marian SentencePiece source tokenizer needs a target one with the same vocab.json"
+        )
+    vocab = source.vocab
+    piece = {i: name for name, i in vocab.items()}
+    config = {
+        "tokenizer_class": "MarianTokenizer",
+        "model_max_length": max_length,
+        "separate_vocabs": False,
+        **{f"{role}_token": piece[ids[role]] for role in ("eos", "unk", "pad")},
+    }
+    return {
+        "source.spm": source.spm_model,
+        "target.spm": target.spm_model,
+        "vocab.json": json.dumps(vocab, indent=2, ensure_ascii=False),
+        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),
+    }
 
 
 def _bert(model: nn.Module, initial: Initial) -> tuple[Any, dict[str, str]]:

@@ -11,9 +11,11 @@ Tokenizers of Hugging Face folders:
 * GPT-2 and Llama: ``tokenizer.json``, else GPT-2's ``vocab.json`` + ``merges.txt`` (a byte-level
   BPE); kept with their own ids (:class:`~aiayn.data.pretrained_tokenizer.PretrainedTokenizer`),
   the special roles read from ``config.json`` and ``tokenizer_config.json``.
-* Marian: ``tokenizer.json`` only. Its SentencePiece ``source.spm``/``target.spm`` need the
-  ``sentencepiece`` package, which aiayn does not use, so a folder with only those is refused. The
-  model's vocabulary rows are put in aiayn's special-id order (:func:`.marian.reindex_vocab`).
+* Marian: ``tokenizer.json``, else what ``MarianTokenizer.save_pretrained`` writes: SentencePiece's
+  ``source.spm`` and ``target.spm`` with the ids of ``vocab.json``
+  (:class:`~aiayn.data.pretrained_tokenizer.MarianSpmTokenizer`, on the ``sentencepiece``
+  package): a source and a target tokenizer, one when the two models are the same file. The model's
+  vocabulary rows are put in aiayn's special-id order (:func:`.marian.reindex_vocab`).
 * BERT: ``tokenizer.json`` or ``vocab.txt`` (aiayn's WordPiece loader).
 * ViT: no tokenizer; the class names come from ``id2label`` and the pixel normalisation from
   ``preprocessor_config.json``.
@@ -34,7 +36,13 @@ from typing import Any
 from tokenizers import Tokenizer as HFTokenizer
 from torch import Tensor, nn
 
-from ..data.pretrained_tokenizer import ROLES, PretrainedTokenizer
+from ..data.pretrained_tokenizer import (
+    ROLES,
+    MarianSpmTokenizer,
+    PretrainedTokenizer,
+    marian_vocab,
+    sentencepiece_module,
+)
 from ..data.tokenizers import SPECIAL_TOKENS, BPETokenizer, Tokenizer, load_tokenizer
 from ..errors import AiaynError, CheckpointError
 from ..modeldir import LoadedModel, load_model_dir, save_model_dir
@@ -214,16 +222,20 @@ def read_model_folder(directory: str | Path, kind: str | None = None) -> Initial
     """
     loaded = load_model_dir(directory, "cpu", expect=kind)
     tokenizers = _folder_tokenizers(loaded)
-    info = {key: loaded.info[key] for key in ("labels", "image") if key in loaded.info}
-    return Initial(
-        loaded.kind, loaded.config, loaded.model.state_dict(), tokenizers, info, Path(directory)
-    )
+    state, untrained = loaded.model.state_dict(), ()
+    if loaded.kind != loaded.info["kind"]:  # a classifier's encoder (load_model_dir's `expect`)
+        state = {f"bert.{k}": v for k, v in state.items() if not k.startswith("pooler.")}
+        untrained = ("mlm.",)
+        info = {}
+    else:
+        info = {key: loaded.info[key] for key in ("labels", "image") if key in loaded.info}
+    return Initial(loaded.kind, loaded.config, state, tokenizers, info, Path(directory), untrained)
 
 
 def _folder_tokenizers(loaded: LoadedModel) -> dict[str, Any]:
     """The tokenizers listed in a folder's ``config.json``; one object for a file listed twice."""
     read: Any = load_tokenizer
-    if loaded.kind == "bert":
+    if registry.config_kind(loaded.kind) == "bert":  # a BERT's or a text classifier's WordPiece
         from ..data.wordpiece import WordPieceTokenizer
 
         read = WordPieceTokenizer.from_file
@@ -440,14 +452,12 @@ def _llama(directory: Path, hf_config: dict[str, Any]) -> Initial:
     return _initial("gpt", model, {"text": tokenizer})
 
 
-def _marian_order(directory: Path, hf_config: Any, hf: HFTokenizer) -> tuple[dict, list | None]:
+def _marian_order(directory: Path, hf_config: Any, unk: int | None) -> tuple[dict, list | None]:
     """Marian's special ids and the row order that puts them at aiayn's ids (None: already
     there). Marian starts decoding from ``<pad>``: that row becomes both ``<pad>`` and ``<bos>``."""
     pad, eos = hf_config.pad_token_id, hf_config.eos_token_id
     start = hf_config.decoder_start_token_id
     start = pad if start is None else start
-    unk = _model_unk(hf)
-    unk = hf.token_to_id("<unk>") if unk is None else unk
     if None in (pad, eos, unk):
         raise CheckpointError(f"{directory}: Marian model without pad, eos or <unk> token ids")
     head = [pad, start, eos, unk]
@@ -458,30 +468,103 @@ def _marian_order(directory: Path, hf_config: Any, hf: HFTokenizer) -> tuple[dic
     return special, head + rest
 
 
+@dataclass
+class _MarianSpm:
+    """What ``MarianTokenizer.save_pretrained`` writes, read but not yet numbered for aiayn."""
+
+    source: bytes
+    target: bytes
+    vocab: dict[str, int]
+    unk: int | None
+
+
+#: The files ``MarianTokenizer.save_pretrained`` writes (transformers' ``VOCAB_FILES_NAMES``).
+_MARIAN_SPM_FILES = ("source.spm", "target.spm", "vocab.json")
+
+
+def _marian_spm(directory: Path) -> _MarianSpm:
+    """``source.spm``, ``target.spm`` and ``vocab.json``, checked before the weights are read.
+
+    Raises:
+        CheckpointError: one of them missing (or no tokenizer at all), a separate target
+            vocabulary, or no ``sentencepiece`` package.
+    """
+    missing = [name for name in _MARIAN_SPM_FILES if not (directory / name).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{directory}: no tokenizer.json, and no Marian SentencePiece tokenizer "
+            f"(missing {', '.join(missing)}); aiayn reuses the model's own tokenizer"
+        )
+    if (directory / "target_vocab.json").is_file():
+        raise CheckpointError(
+            f"{directory}: a Marian tokenizer with a separate target_vocab.json; aiayn reads "
+            "Marian models with one shared vocabulary"
+        )
+    sentencepiece_module()  # refused now, in one line, rather than after the weights are read
+    listed = read_json(directory / "vocab.json")
+    try:
+        vocab = marian_vocab(listed)
+    except CheckpointError as e:
+        raise CheckpointError(f"{directory}/vocab.json: {e}") from None
+    names = _token_names(read_optional_json(directory / "tokenizer_config.json"))
+    unk = vocab.get(names.get("unk", "<unk>"))
+    return _MarianSpm(
+        (directory / "source.spm").read_bytes(),
+        (directory / "target.spm").read_bytes(),
+        vocab,
+        unk if isinstance(unk, int) else None,
+    )
+
+
+def _spm_tokenizers(
+    directory: Path, spm: _MarianSpm, hf_config: Any
+) -> dict[str, MarianSpmTokenizer]:
+    """The source and target tokenizers (one object when both sides cut with the same model)."""
+    size = max(spm.vocab.values()) + 1
+    if size > hf_config.vocab_size:
+        raise CheckpointError(
+            f"{directory}/vocab.json: ids up to {size - 1}, but the model only has "
+            f"{hf_config.vocab_size} rows"
+        )
+    special, order = _marian_order(directory, hf_config, spm.unk)
+
+    def side(name: str, model: bytes) -> MarianSpmTokenizer:
+        try:
+            return MarianSpmTokenizer(model, spm.vocab, special, order)
+        except CheckpointError as e:
+            raise CheckpointError(f"{directory / name}: {e}") from None
+
+    source = side("source.spm", spm.source)
+    if spm.target == spm.source:
+        return {"source": source, "target": source}
+    return {"source": source, "target": side("target.spm", spm.target)}
+
+
 def _marian(directory: Path, hf_config: dict[str, Any]) -> Initial:
     from .marian import from_hf_marian, reindex_vocab
 
     if not hf_config.get("share_encoder_decoder_embeddings", True):
         raise CheckpointError(
             f"{directory}: a Marian model with separate source and target vocabularies; aiayn "
-            "reads Marian models with one shared vocabulary (one tokenizer.json)"
+            "reads Marian models with one shared vocabulary"
         )
     tokenizer = _hf_tokenizer_file(directory)
-    if tokenizer is None:
-        spm = ", ".join(sorted(p.name for p in directory.glob("*.spm")))
-        why = f" ({spm}: SentencePiece models, which need the sentencepiece package)" if spm else ""
-        raise CheckpointError(
-            f"{directory}: no tokenizer.json{why}; aiayn reads Marian tokenizers only as a "
-            "tokenizer.json, so save one there first"
-        )
+    spm = _marian_spm(directory) if tokenizer is None else None
     hf = _from_pretrained(_transformers("Marian").MarianMTModel, directory)
-    _check_fits(directory, tokenizer, hf.config.vocab_size)
-    special, order = _marian_order(directory, hf.config, tokenizer)
+    if tokenizer is not None:
+        _check_fits(directory, tokenizer, hf.config.vocab_size)
+        unk = _model_unk(tokenizer)
+        unk = tokenizer.token_to_id("<unk>") if unk is None else unk
+        special, order = _marian_order(directory, hf.config, unk)
+        shared = _wrap(tokenizer, special, order)
+        tokenizers = {"source": shared, "target": shared}
+    else:
+        tokenizers = _spm_tokenizers(directory, spm, hf.config)
+        order = tokenizers["source"].order
     model = from_hf_marian(hf)
     if order is not None:
         model = reindex_vocab(model, order, pad_id=0)
-    shared = _wrap(tokenizer, special, order)
-    return _initial("transformer", model, {"source": shared, "target": shared})
+    return _initial("transformer", model, tokenizers)
 
 
 def _bert(directory: Path, hf_config: dict[str, Any]) -> Initial:

@@ -12,8 +12,10 @@ file's; a validation or test line with another label is an error naming its file
 
 A classifier's model directory has kind ``bert-classifier``: ``config.json`` (the BERT config, the
 labels, the token limit), ``model.safetensors`` (``bert.*`` encoder weights and ``head.*``) and
-``tokenizer.json``. The kind is not in :mod:`aiayn.models.registry` (which knows the bare model
-families), so this module reads its own directories, with the same checks as every other.
+``tokenizer.json``. The model, :class:`~aiayn.models.bert_classifier.BertClassifier`, is a kind of
+:mod:`aiayn.models.registry`, so :func:`aiayn.modeldir.load_model_dir` reads these folders with the
+checks of every other, and commands that need only an encoder (``aiayn embed``, ``aiayn
+attention``, ``aiayn search``) read a classifier's.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..dropout import Dropout
 from ..errors import AiaynError, CheckpointError, ConfigError, DataError
-from ..models.bert import BertConfig, BertModel, mean_pool
+from ..models.bert_classifier import KIND, BertClassifier
 
 if TYPE_CHECKING:
     from ..data.numbered_tsv import NumberedPair
     from ..data.wordpiece import WordPieceTokenizer
+    from ..modeldir import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ __all__ = [
     "train_classify",
 ]
 
-#: The model kind written to ``config.json``.
-KIND = "bert-classifier"
 TOKENIZER_FILE = "tokenizer.json"
 #: Sentences per batch (on average: batches are cut by padded tokens, so short sentences go in
 #: larger batches and long ones in smaller).
@@ -57,29 +57,6 @@ DEFAULT_BATCH = 32
 DEFAULT_MAX_TOKENS = 128
 #: Sentences per batch when predicting.
 PREDICT_BATCH = 64
-
-
-class BertClassifier(nn.Module):
-    """A BERT encoder, mean pooling, dropout and a linear layer: ``(B, T)`` ids -> ``(B, K)`` logits.
-
-    Args:
-        config: the encoder's hyper-parameters (``pooler`` is not used and should be False).
-        num_labels: K.
-    """
-
-    def __init__(self, config: BertConfig, num_labels: int) -> None:
-        super().__init__()
-        self.config, self.num_labels = config, num_labels
-        self.bert = BertModel(config)
-        self.dropout = Dropout(config.dropout)
-        self.head = nn.Linear(config.d_model, num_labels)
-        nn.init.normal_(self.head.weight, std=0.02)  # BERT's initialisation of its task layers
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, input_ids: Tensor, key_mask: Tensor) -> Tensor:
-        """``input_ids`` ``(B, T)``, ``key_mask`` ``(B, T)`` True at real tokens -> ``(B, K)``."""
-        hidden = self.bert(input_ids, key_mask)  # (B, T, D)
-        return self.head(self.dropout(mean_pool(hidden, key_mask)))
 
 
 @dataclass(frozen=True)
@@ -241,17 +218,15 @@ class _Classifier:
 
 
 def _read_dir(directory: str | Path, device: torch.device | str) -> _Classifier:
-    """Read a ``bert-classifier`` directory: config checked, weights checked against it on the meta
-    device before the model is built (as :func:`aiayn.modeldir.load_model_dir` does for the
-    registered kinds), tokenizer no larger than the embedding.
+    """Read a ``bert-classifier`` directory (:func:`aiayn.modeldir.load_model_dir`: config checked,
+    weights checked against it on the meta device before the model is built, tokenizer no larger
+    than the embedding) with its labels and token limit.
 
     Raises:
         CheckpointError: another kind of model, or missing, corrupt or inconsistent files.
     """
-    from .. import config as cfg
-    from ..data.wordpiece import WordPieceTokenizer
-    from ..modeldir import LoadedModel
-    from ..training.checkpoint import WEIGHTS_FILE, check_weights_header, load_weights, read_config
+    from ..modeldir import load_model_dir
+    from ..training.checkpoint import read_config
 
     directory = Path(directory)
     info = read_config(directory)
@@ -260,30 +235,24 @@ def _read_dir(directory: str | Path, device: torch.device | str) -> _Classifier:
             f"{directory}: holds a {info['kind']} model, but this command needs a text classifier "
             "(written by `aiayn train classify`)"
         )
-    labels = info.get("labels")
-    if not (
-        isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
-    ):
-        raise CheckpointError(
-            f"{directory}/config.json: labels must be a list of two or more names"
-        )
-    max_length = info.get("max_length")
+    return _classifier_of(load_model_dir(directory, device, expect=KIND))
+
+
+def _classifier_of(loaded: LoadedModel) -> _Classifier:
+    """A read ``bert-classifier`` folder's model with its tokenizer (cut at the token limit it was
+    trained with) and labels.
+
+    Raises:
+        CheckpointError: no valid token limit, or a tokenizer larger than the embedding.
+    """
+    from ..data.wordpiece import WordPieceTokenizer
+
+    max_length = loaded.info.get("max_length")
     if not (isinstance(max_length, int) and max_length >= 3):
-        raise CheckpointError(f"{directory}/config.json: max_length must be an integer >= 3")
-    try:
-        config = cfg.from_dict("bert", dict(info.get("config", {})))
-        with torch.device("meta"):
-            probe = BertClassifier(config, len(labels))
-    except (ConfigError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{directory}/config.json: bad model config ({e})") from None
-    check_weights_header(probe, directory / WEIGHTS_FILE)
-    model = BertClassifier(config, len(labels))
-    load_weights(model, directory / WEIGHTS_FILE)
-    loaded = LoadedModel(KIND, model.to(device).eval(), config, info, directory)
-    tokenizer = loaded.tokenizer(
-        "text", lambda path: WordPieceTokenizer.from_file(path, min(max_length, config.max_len))
-    )
-    return _Classifier(loaded.model, tokenizer, tuple(labels), info)
+        raise CheckpointError(f"{loaded.directory}/config.json: max_length must be an integer >= 3")
+    limit = min(max_length, loaded.config.max_len)
+    tokenizer = loaded.tokenizer("text", lambda path: WordPieceTokenizer.from_file(path, limit))
+    return _Classifier(loaded.model, tokenizer, tuple(loaded.info["labels"]), loaded.info)
 
 
 class TextClassifier:
@@ -308,6 +277,17 @@ class TextClassifier:
             CheckpointError: not a text classifier, or missing or corrupt files.
         """
         read = _read_dir(directory, device)
+        return cls(read.model, read.tokenizer, read.labels)
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel) -> TextClassifier:
+        """The classifier of a folder :func:`aiayn.modeldir.load_model_dir` read (kind
+        ``bert-classifier``).
+
+        Raises:
+            CheckpointError: no valid token limit, or a tokenizer larger than the embedding.
+        """
+        read = _classifier_of(loaded)
         return cls(read.model, read.tokenizer, read.labels)
 
     def probabilities(self, texts: Sequence[str]) -> Tensor:
