@@ -126,6 +126,9 @@ def test_token_ids_equal_marian_tokenizers_on_both_sides(tmp_path, capsys):
         )
     assert unknown > 0  # the pieces vocab.json lacks were met, and read as <unk> by both
     assert "ж!" in src_tok.unknown_spans("un zèbre ж!")  # what a warning about them names
+    from aiayn.decoding import unknown_pieces
+
+    assert "ж!" in unknown_pieces(src_tok, "un zèbre ж!")  # the warnings go through this
 
 
 def test_import_translate_fine_tune_and_export(tmp_path, capsys):

@@ -807,6 +807,9 @@ def unknown_pieces(tokenizer: Tokenizer, text: str, ids: Sequence[int] | None = 
     unk = getattr(tokenizer, "unk_id", UNK_ID)
     if unk is None or unk < 0 or unk not in ids:
         return []
+    own = getattr(tokenizer, "unknown_spans", None)
+    if own is not None:  # a tokenizer that knows its own offsets (Marian's SentencePiece)
+        return own(text)
     hf = getattr(tokenizer, "hf_tokenizer", None)
     if hf is not None:  # BPE: the offsets of each <unk> in the original text
         encoding = hf.encode(text, add_special_tokens=False)
