@@ -1,10 +1,14 @@
 """Every `aiayn train` sub-command takes the shared flags (defined once, `add_run_flags`) and honours
 them: the loop settings reach the trainer, the intervals shape metrics.jsonl, threads and precision
-apply. (Resuming after a kill from `last.old`, for all four tasks: tests/test_resume_tasks.py.)"""
+apply; and the two of `add_model_flags` that every model-training one takes too, `--grad-checkpointing`
+and `--fsdp`. (Resuming after a kill from `last.old`, for all four tasks: tests/test_resume_tasks.py;
+--fsdp and DDP under two processes: tests/test_distributed.py.)"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -62,6 +66,83 @@ def test_every_train_command_honours_the_shared_loop_flags(kind, tmp_path, capsy
     assert trained == [1, 2, 3, 4]  # --log-every 1, --max-steps 4
     evaluated = [r["step"] for r in records if any(k.startswith("val_") for k in r)]
     assert {2, 4} <= set(evaluated)  # --eval-every 2
+
+
+def _short_run(kind: str, tmp_path: Path, name: str, *flags: str) -> Path:
+    out = tmp_path / name
+    argv = ["train", *_task_args(kind, tmp_path), "--out", str(out), "--max-steps", "3",
+            "--log-every", "1", "--eval-every", "3", "--no-progress", *flags]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def _losses(out: Path) -> list[float]:
+    return [r["loss"] for r in _records(out) if r.get("loss") is not None]
+
+
+def _train_config(out: Path) -> dict:
+    return load_trainer_state(out / "last" / TRAINER_FILE)["train_config"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_train_command_honours_grad_checkpointing(kind, tmp_path, caplog):
+    """Recorded, and the same run: the layers' recompute replays dropout's random state, so the
+    losses equal a plain run's step for step (the equal gradients and the second forward of each
+    layer: tests/test_grad_checkpointing.py)."""
+    plain = _short_run(kind, tmp_path, "plain")
+    with caplog.at_level(logging.INFO, logger="aiayn.training.trainer"):
+        checkpointed = _short_run(kind, tmp_path, "checkpointed", "--grad-checkpointing")
+    assert "layers recompute their forward in backward" in caplog.text
+    assert _train_config(checkpointed)["grad_checkpointing"] is True
+    assert _train_config(plain)["grad_checkpointing"] is False
+    assert len(_losses(checkpointed)) == 3
+    assert _losses(checkpointed) == pytest.approx(_losses(plain), rel=1e-5)
+    assert (checkpointed / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_train_command_takes_fsdp_and_trains_unsharded_in_one_process(kind, tmp_path, caplog):
+    """Sharding needs several processes (torchrun; tests/test_distributed.py); in one, --fsdp
+    warns and trains as usual."""
+    with caplog.at_level(logging.WARNING):
+        out = _short_run(kind, tmp_path, "run", "--fsdp")
+    assert "--fsdp needs several processes" in caplog.text
+    assert _train_config(out)["fsdp"] is True
+    assert len(_losses(out)) == 3
+
+
+def test_translate_refuses_fsdp_with_a_joint_vocabulary(tmp_path, capsys):
+    argv = ["train", *_task_args("translate", tmp_path), "--out", str(tmp_path / "run"),
+            "--max-steps", "1", "--no-progress", "--fsdp", "--joint-vocab"]  # fmt: skip
+    assert main(argv) == 2
+    assert "--fsdp with --joint-vocab is not supported" in capsys.readouterr().err
+
+
+def _train_options(kind: str) -> set[str]:
+    from aiayn.cli import build_parser
+
+    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    task = next(a for a in train._actions if a.dest == "task").choices[kind]
+    return {option for action in task._actions for option in action.option_strings}
+
+
+def _flags_of(add) -> set[str]:
+    parser = argparse.ArgumentParser(add_help=False)
+    add(parser)
+    return {option for action in parser._actions for option in action.option_strings}
+
+
+def test_train_classify_takes_the_run_flags_but_not_the_model_flags():
+    """``train classify`` (a BERT fine-tune with its own loop settings) shares add_run_flags, not
+    add_model_flags: it neither shards nor checkpoints yet, so it does not offer those flags."""
+    from aiayn.cli.train_group import add_model_flags, add_run_flags
+
+    run_flags, model_flags = _flags_of(add_run_flags), _flags_of(add_model_flags)
+    assert {"--fsdp", "--grad-checkpointing", "--init-from"} == model_flags
+    assert run_flags <= _train_options("classify")
+    assert not model_flags & _train_options("classify")
+    for kind in KINDS:
+        assert model_flags | run_flags <= _train_options(kind), kind
 
 
 def test_bfloat16_runs_the_loss_under_autocast(tmp_path):

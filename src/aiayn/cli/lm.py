@@ -21,7 +21,7 @@ from .commands import (
     sampling_temperature,
     top_p_mass,
 )
-from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_model_flags, add_run_flags, run_kwargs, train_subparsers
 from .translate import add_decoding_controls, decoding_controls, non_negative_int
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -41,7 +41,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         weight_decay=args.weight_decay,
         eval_tokens=args.eval_tokens,
-        fsdp=args.fsdp,
         init_from=args.init_from,
         **run_kwargs(args),
     )
@@ -86,12 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eval-tokens", type=non_negative_int, help="validation tokens per evaluation (0 = all)"
     )
-    p.add_argument(
-        "--fsdp",
-        action="store_true",
-        help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
-    )
-    add_init_flag(p)
+    add_model_flags(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 

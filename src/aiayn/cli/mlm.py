@@ -18,7 +18,7 @@ from .commands import (
     read_stdin_lines,
     resolve_device,
 )
-from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_model_flags, add_run_flags, run_kwargs, train_subparsers
 
 
 # ---- command line ------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="blocks per batch (default 32, fewer when a time budget would leave too few steps)",
     )
     p.add_argument("--lr", type=positive_float, help="peak learning rate (default by width)")
-    add_init_flag(p)
+    add_model_flags(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 

@@ -66,7 +66,7 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(args.threads)
-    return {
+    kwargs = {
         "overrides": args.set,
         "max_steps": args.max_steps,
         "max_minutes": args.max_minutes,
@@ -83,11 +83,31 @@ def run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "device": resolve_device(args.device),
         "started_at": process_started(),  # the budget includes this process's start-up
     }
+    if hasattr(args, "grad_checkpointing"):  # defined by add_model_flags (not train classify's)
+        kwargs.update(fsdp=args.fsdp, grad_checkpointing=args.grad_checkpointing)
+    return kwargs
 
 
-def add_init_flag(p: argparse.ArgumentParser) -> None:
-    """``--init-from SOURCE``, taken by the four ``aiayn train`` sub-commands (but not by
-    :func:`add_run_flags`, which other train commands share without it)."""
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the four ``aiayn train`` sub-commands that train one of aiayn's Transformers
+    (translate, lm, mlm, vit), beside :func:`add_run_flags`: ``--init-from SOURCE`` and how the
+    model is held in memory, ``--fsdp`` and ``--grad-checkpointing`` (:func:`run_kwargs` passes
+    the last two on). Not in :func:`add_run_flags`, which ``train classify`` shares without them."""
+    _add_init_from(p)
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
+    )
+    p.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="recompute each layer's forward in backward instead of keeping its activations: "
+        "less memory (one layer's activations at a time) for one extra forward a step",
+    )
+
+
+def _add_init_from(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--init-from",
         metavar="SOURCE",

@@ -24,7 +24,7 @@ from .commands import (
     sampling_temperature,
     top_p_mass,
 )
-from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_model_flags, add_run_flags, run_kwargs, train_subparsers
 
 if TYPE_CHECKING:  # the decoding modules load torch's models: imported when a command runs
     from ..decoding import Sampling, SearchOptions
@@ -52,7 +52,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         swap=args.swap,
         scheduled_sampling=args.scheduled_sampling,
         guided_attention=args.guided_attention,
-        fsdp=args.fsdp,
         vocab_size=args.vocab_size,
         joint_vocab=args.joint_vocab,
         init_from=args.init_from,
@@ -296,11 +295,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
     p.add_argument(
-        "--fsdp",
-        action="store_true",
-        help="under torchrun, shard the model over the processes (FSDP) instead of replicating it",
-    )
-    p.add_argument(
         "--scheduled-sampling",
         metavar="KIND",
         choices=("linear", "exponential", "inverse-sigmoid"),
@@ -314,7 +308,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.0,
         help="weight of the guided-attention loss for monotonic tasks (default 0 = off)",
     )
-    add_init_flag(p)
+    add_model_flags(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -328,7 +322,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "log-probabilities; they must share their vocabularies)",
     )
     p.add_argument("--beam", type=beam_size, default=4, help="beam size (1 = greedy; at most 64)")
-    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (0 = none)")
+    p.add_argument(
+        "--length-penalty",
+        metavar="ALPHA",
+        type=float,
+        default=0.6,
+        help="beam search's GNMT length penalty alpha (default 0.6; 0 = none)",
+    )
     p.add_argument("--max-len", type=positive_int, help="maximum output tokens")
     p.add_argument(
         "--truncate", action="store_true", help="cut over-long inputs instead of failing"
@@ -373,9 +373,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --sample: softmax temperature (0 = greedy; default 1.0)",
     )
     p.add_argument(
-        "--top-k", type=non_negative_int, help="with --sample: the K most probable (0 = off)"
+        "--top-k",
+        metavar="K",
+        type=non_negative_int,
+        help="with --sample: draw only from the K most probable tokens (0 = off, the default)",
     )
-    p.add_argument("--top-p", type=top_p_mass, help="with --sample: nucleus mass (1.0 = off)")
+    p.add_argument(
+        "--top-p",
+        metavar="P",
+        type=top_p_mass,
+        help="with --sample: draw only from the most probable tokens whose probabilities sum to "
+        "P (nucleus sampling; 1.0 = off, the default)",
+    )
     p.add_argument(
         "--batch-size",
         metavar="N",
@@ -385,7 +394,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_decoding_controls(p)
     p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
-    add_seed(p)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="with --sample: the random seed; the same seed draws the same translations "
+        "(default 0)",
+    )
     add_device(p)
     p.set_defaults(func=_cmd_translate)
 

@@ -17,7 +17,7 @@ from .commands import (
     positive_int,
     resolve_device,
 )
-from .train_group import add_init_flag, add_run_flags, run_kwargs, train_subparsers
+from .train_group import add_model_flags, add_run_flags, run_kwargs, train_subparsers
 
 
 # ---- command line -----------------------------------------------------------------------------------
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="training augmentation: random rotation/zoom/shift (default), shift only, or none",
     )
     p.add_argument("--hflip", action="store_true", help="random left-right flips (photos)")
-    add_init_flag(p)
+    add_model_flags(p)
     add_run_flags(p)
     p.set_defaults(func=_cmd_train)
 

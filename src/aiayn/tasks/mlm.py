@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..training.forward import logits_at
 
 if TYPE_CHECKING:
     from ..data.wordpiece import WordPieceTokenizer
+    from ..training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +259,8 @@ class MaskedLMTask:
         batch_size: blocks per batch.
         seed: masks and order depend only on ``(seed, epoch)``, so a resumed run sees the same batches.
         device: where batches go.
+        rank, world_size: this process's place in a distributed run (it trains on every
+            ``world_size``-th batch, see :func:`~aiayn.training.run.rank_batches`).
     """
 
     best_metric = "val_loss"
@@ -271,8 +275,11 @@ class MaskedLMTask:
         batch_size: int,
         seed: int,
         device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.model, self.tokenizer = model, tokenizer
+        self.rank, self.world_size = rank, world_size
         self.train_blocks, self.valid_blocks = train_blocks, valid_blocks
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.special = torch.tensor(sorted(tokenizer.special_ids), dtype=torch.long)
@@ -287,11 +294,18 @@ class MaskedLMTask:
         )
 
     def batches(self, epoch: int) -> Iterator[MaskedBatch]:
+        from ..training.run import rank_batches
+
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train_blocks), generator=gen)
-        for start in range(0, len(order), self.batch_size):
-            blocks = self.train_blocks[order[start : start + self.batch_size]]
-            yield self._mask(blocks, gen).to(self.device)
+        starts = range(0, len(order), self.batch_size)
+        mine = rank_batches(len(starts), self.rank, self.world_size)
+        for i, start in enumerate(starts):
+            # Every rank draws every batch's masks, so the generator (and a batch's masks) is the
+            # same whichever batches this rank keeps.
+            batch = self._mask(self.train_blocks[order[start : start + self.batch_size]], gen)
+            if i in mine:
+                yield batch.to(self.device)
 
     def loss(self, model: nn.Module, batch: MaskedBatch, step: int) -> tuple[Tensor, int]:
         logits = logits_at(model, batch.input_ids, batch.key_mask, where=batch.selected)  # (N, V)
@@ -337,12 +351,15 @@ def _lines(text: str) -> list[str]:
 
 
 def _resolve_tokenizer(
-    spec: str | Path | WordPieceTokenizer | None, lines: list[str], vocab_size: int
+    spec: str | Path | WordPieceTokenizer | None,
+    lines: list[str],
+    vocab_size: int,
+    dist: distributed.DistContext,
 ) -> WordPieceTokenizer:
     from ..data.wordpiece import WordPieceTokenizer, load_wordpiece
 
     if spec is None:
-        return WordPieceTokenizer.train(lines, vocab_size)
+        return _shared_wordpiece(dist, lines, vocab_size)
     if isinstance(spec, WordPieceTokenizer):
         return spec.with_max_length(None)
     if str(spec) == "builtin:minilm":
@@ -352,6 +369,35 @@ def _resolve_tokenizer(
     if str(spec).startswith("builtin:"):
         raise AiaynError(f"--tokenizer {spec}: unknown built-in tokenizer (known: builtin:minilm)")
     return load_wordpiece(spec)
+
+
+def _shared_wordpiece(
+    dist: distributed.DistContext, lines: list[str], vocab_size: int
+) -> WordPieceTokenizer:
+    """A vocabulary learned on rank 0 and loaded from that very file by every rank (learning
+    breaks ties between equally frequent merges in hash-map order: ranks could disagree)."""
+    from ..data.wordpiece import WordPieceTokenizer
+
+    if not dist.enabled:
+        return WordPieceTokenizer.train(lines, vocab_size)
+    content = None
+    if dist.is_main:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = WordPieceTokenizer.train(lines, vocab_size).save(tmp)
+            content = path.read_text(encoding="utf-8")
+    content = dist.broadcast_object(content)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / TOKENIZER_FILE
+        path.write_text(content, encoding="utf-8")
+        return WordPieceTokenizer.from_file(path)
+
+
+def _freeze_pooler(model: nn.Module) -> None:
+    """The masked-LM loss never reaches the ``[CLS]`` pooler (it serves ``train classify``), so it
+    gets no gradient and was never updated; frozen, so that DDP does not wait for one every step."""
+    pooler = model.bert.pooler
+    if pooler is not None:
+        pooler.requires_grad_(False)
 
 
 def train_mlm(
@@ -380,6 +426,8 @@ def train_mlm(
     compile: bool = False,
     dtype: str = "auto",
     init_from: str | Path | None = None,
+    fsdp: bool = False,
+    grad_checkpointing: bool = False,
 ) -> dict[str, Any]:
     """Train a BERT with the masked-LM objective on a text file or folder.
 
@@ -392,6 +440,8 @@ def train_mlm(
     ``init_from``: fine-tune the BERT of an aiayn or Hugging Face folder, with its WordPiece
     tokenizer (``preset``, ``tokenizer`` and ``vocab_size`` are then unused; a head the folder lacks
     starts untrained) and a tenth of the default peak learning rate.
+    Under torchrun each process trains on every ``world_size``-th batch (DDP, or FSDP2 with
+    ``fsdp``); ``grad_checkpointing``: see :class:`~aiayn.training.trainer.TrainConfig`.
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters"}``.
@@ -419,9 +469,8 @@ def train_mlm(
         resume=resume,
         overwrite=overwrite,
         started=started_at,
-        distributed_run=False,
     )
-    started, out_dir, device = start.started, start.out_dir, start.device
+    started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     if max_steps is None and max_minutes is None:
         max_steps = 2000
     lines = _lines(read_text(text_path))
@@ -441,7 +490,7 @@ def train_mlm(
         initial = load_initial("bert", init_from, out_dir)
         tokenizer, config = initial.tokenizer, cfg.apply_overrides(initial.config, overrides)
     else:
-        tokenizer = _resolve_tokenizer(tokenizer, lines, vocab_size)
+        tokenizer = _resolve_tokenizer(tokenizer, lines, vocab_size, dist)
         config = cfg.apply_overrides(cfg.get_preset("bert", preset), overrides)
         config = replace(config, vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
     seq_len = min(seq_len, config.max_len)
@@ -476,7 +525,10 @@ def train_mlm(
     budget = Budget(max_steps, None if max_minutes is None else 60 * max_minutes)
 
     def make_task(size: int) -> MaskedLMTask:
-        return MaskedLMTask(model, tokenizer, train_blocks, valid_blocks, size, seed, device)
+        return MaskedLMTask(
+            model, tokenizer, train_blocks, valid_blocks, size, seed, device,
+            dist.rank, dist.world_size,
+        )  # fmt: skip
 
     def make_optimizer(m: nn.Module) -> torch.optim.Optimizer:
         return adamw(m, peak, weight_decay=0.01, eps=1e-6)
@@ -490,16 +542,17 @@ def train_mlm(
                 [b for b in BATCH_CHOICES if b <= min(DEFAULT_BATCH, len(train_blocks))] or [1],
                 0.9 * budget.seconds,
             )
-            batch_size = choice.size
+            batch_size = dist.broadcast_object(choice.size)  # rank 0's measurement decides
     batch_size = min(batch_size, len(train_blocks))
     steps_per_epoch = math.ceil(len(train_blocks) / batch_size)
     warmup = max(10, min(1000, (max_steps or 2000) // 16))
     schedule = warmup_cosine_schedule(peak, warmup, max_steps, budget.seconds)
     optimizer = make_optimizer(model)
+    _freeze_pooler(model)  # after the optimizer: its groups stay those of earlier runs' states
     task = make_task(batch_size)
     if eval_every is None:
         eval_every = max(20, min(500, (max_steps or 5000) // 10, 5 * steps_per_epoch))
-    log.info(
+    (log.info if dist.is_main else log.debug)(  # the plan once, not once a rank
         "plan:\n  model       BERT %s: %d layers × d_model %d, %s parameters, vocab %d\n"
         "  batch       %d blocks of %d tokens (%d training blocks)\n  budget      %s; AdamW "
         "peak lr %g, warm-up %d steps or 5%%, cosine decay%s",
@@ -531,8 +584,11 @@ def train_mlm(
             seed=seed,
             progress=progress,
             started_at=started,
-            **loop_settings(accumulate, clip_norm, compile, dtype, device),
+            **loop_settings(
+                accumulate, clip_norm, compile, dtype, device, fsdp, grad_checkpointing
+            ),
         ),
+        dist=dist,
     )
     run = trainer.fit(resume=resuming)
     return {

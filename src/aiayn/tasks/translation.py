@@ -535,6 +535,7 @@ def train_translation(
     compile: bool = False,
     dtype: str = "auto",
     fsdp: bool = False,
+    grad_checkpointing: bool = False,
     scheduled_sampling: str | ScheduledSampling | None = None,
     guided_attention: float = 0.0,
     vocab_size: int | None = None,
@@ -552,7 +553,8 @@ def train_translation(
     (default: the frequency rule of :mod:`aiayn.data.vocab`); ``joint_vocab`` forces one shared
     vocabulary or two (default: shared when the two sides write the same characters).
     ``accumulate`` (default 1) and ``clip_norm`` (default 1.0; 0 = off) are the loop's; ``dtype`` is
-    ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``.
+    ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``; ``fsdp`` and
+    ``grad_checkpointing``: see :class:`~aiayn.training.trainer.TrainConfig`.
     ``init_from``: fine-tune the Transformer of an aiayn or Hugging Face (Marian) folder, with its
     tokenizers (``preset``, ``vocab_size`` and ``joint_vocab`` are then unused; the planner only
     chooses the batch) and a tenth of the default peak learning rate.
@@ -677,8 +679,9 @@ def train_translation(
             log_every=log_every or 50,
             seed=seed,
             progress=progress,
-            **loop_settings(accumulate, clip_norm, compile, dtype, device),
-            fsdp=fsdp,
+            **loop_settings(
+                accumulate, clip_norm, compile, dtype, device, fsdp, grad_checkpointing
+            ),
             average_last=average_last,
             started_at=started,
         ),

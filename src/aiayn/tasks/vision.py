@@ -137,6 +137,8 @@ class ClassificationTask:
             batches.
         device: where batches go.
         info: extra ``config.json`` entries (labels, image settings).
+        rank, world_size: this process's place in a distributed run (it trains on every
+            ``world_size``-th batch, see :func:`~aiayn.training.run.rank_batches`).
     """
 
     best_metric = "val_accuracy"
@@ -156,8 +158,11 @@ class ClassificationTask:
         seed: int,
         device: torch.device,
         info: dict[str, Any],
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.model, self.train, self.valid = model, train, valid
+        self.rank, self.world_size = rank, world_size
         self.mean, self.std = mean, std
         if augment not in AUGMENTATIONS:
             raise AiaynError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
@@ -169,11 +174,16 @@ class ClassificationTask:
 
     def batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         from ..data.images import random_affine, random_shift
+        from ..training.run import rank_batches
 
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(len(self.train), generator=gen)
         side = self.train.images.shape[-1]
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        mine = rank_batches(len(starts), self.rank, self.world_size)
+        for i, start in enumerate(starts):
+            # Every rank augments every batch, so the generator (and a batch's augmentation) is
+            # the same whichever batches this rank keeps.
             index = order[start : start + self.batch_size]
             images = self.train.images[index]
             if self.augment == "affine":
@@ -183,8 +193,9 @@ class ClassificationTask:
             if self.hflip:
                 flip = torch.rand(len(index), generator=gen) < 0.5
                 images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-            x = _normalize(images, self.mean, self.std)
-            yield x.to(self.device), self.train.labels[index].to(self.device)
+            if i in mine:
+                x = _normalize(images, self.mean, self.std)
+                yield x.to(self.device), self.train.labels[index].to(self.device)
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor], step: int) -> tuple[Tensor, int]:
         x, y = batch
@@ -239,6 +250,8 @@ def train_vit(
     compile: bool = False,
     dtype: str = "auto",
     init_from: str | Path | None = None,
+    fsdp: bool = False,
+    grad_checkpointing: bool = False,
 ) -> dict[str, Any]:
     """Train a ViT classifier on ``builtin:digits`` or a class-per-sub-folder image tree.
 
@@ -248,7 +261,9 @@ def train_vit(
     (32x32, 4x4 patches) for folders. ``init_from``: fine-tune the ViT of an aiayn or Hugging Face
     folder, at its image size and with its pixel normalisation (``preset`` is then unused), keeping
     its classifier when the classes are its own (same names, same order) and starting a new one
-    otherwise, with a tenth of the default peak learning rate.
+    otherwise, with a tenth of the default peak learning rate. Under torchrun each process trains
+    on every ``world_size``-th batch (DDP, or FSDP2 with ``fsdp``); ``grad_checkpointing``: see
+    :class:`~aiayn.training.trainer.TrainConfig`.
 
     Returns:
         ``{"steps", "train_seconds", "best_val_accuracy", "parameters", "classes"}``.
@@ -273,9 +288,8 @@ def train_vit(
         resume=resume,
         overwrite=overwrite,
         started=started_at,
-        distributed_run=False,
     )
-    started, out_dir, device = start.started, start.out_dir, start.device
+    started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     builtin = dataset.startswith("builtin:")
     found, resuming = start.found, start.resuming
     saved_info: dict[str, Any] | None = None
@@ -365,7 +379,7 @@ def train_vit(
     def make_task(size: int) -> ClassificationTask:
         return ClassificationTask(
             model, train_set, valid_set, mean, std, size, augment, hflip, label_smoothing, seed,
-            device, info,
+            device, info, dist.rank, dist.world_size,
         )  # fmt: skip
 
     choice = None
@@ -380,7 +394,7 @@ def train_vit(
                 sizes,
                 0.9 * budget_seconds,
             )
-            batch_size = choice.size
+            batch_size = dist.broadcast_object(choice.size)  # rank 0's measurement decides
     batch_size = min(batch_size, len(train_set))
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     if max_steps is None and max_minutes is None:
@@ -390,7 +404,7 @@ def train_vit(
     task = make_task(batch_size)
     if eval_every is None:
         eval_every = max(10, min(1000, 10 * steps_per_epoch, (max_steps or 10**9) // 10))
-    log.info(
+    (log.info if dist.is_main else log.debug)(  # the plan once, not once a rank
         "plan:\n  model       ViT: %d layers × d_model %d, %d patches, %s parameters\n"
         "  data        %d training / %d validation images, %d classes\n"
         "  batch       %d images\n  budget      %s; AdamW peak lr %g, warm-up %d steps, "
@@ -423,8 +437,11 @@ def train_vit(
             seed=seed,
             progress=progress,
             started_at=started,
-            **loop_settings(accumulate, clip_norm, compile, dtype, device),
+            **loop_settings(
+                accumulate, clip_norm, compile, dtype, device, fsdp, grad_checkpointing
+            ),
         ),
+        dist=dist,
     )
     run = trainer.fit(resume=resuming)
     return {

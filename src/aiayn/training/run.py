@@ -89,6 +89,13 @@ def prepare_run(
     return RunStart(started, out_dir, device, dist, found)
 
 
+def rank_batches(count: int, rank: int, world_size: int) -> range:
+    """Which of an epoch's ``count`` batches (the same list on every rank) rank ``rank`` trains on:
+    ``rank, rank + W, ...``. The last ``count % W`` are dropped, so every rank takes as many steps
+    (DDP and FSDP would wait forever for a missing one), as :mod:`aiayn.data.batching` does."""
+    return range(rank, count - count % world_size, world_size)
+
+
 def process_started() -> float:
     """``time.monotonic()`` at the start of this process, on Linux from ``/proc/self/stat`` (its
     start time since boot); elsewhere ``now``. A user timing ``aiayn train --max-minutes M`` counts
@@ -122,13 +129,17 @@ def loop_settings(
     compile: bool,
     dtype: str,
     device: torch.device,
+    fsdp: bool = False,
+    grad_checkpointing: bool = False,
 ) -> dict:
-    """The shared loop flags (``--accumulate --clip-norm --compile --dtype``) as
-    :class:`~aiayn.training.trainer.TrainConfig` fields, their defaults filled in once for every task
-    (1 micro-batch, clipping at 1.0, float32 on the CPU)."""
+    """The shared loop flags (``--accumulate --clip-norm --compile --dtype --fsdp
+    --grad-checkpointing``) as :class:`~aiayn.training.trainer.TrainConfig` fields, their defaults
+    filled in once for every task (1 micro-batch, clipping at 1.0, float32 on the CPU)."""
     return {
         "accumulate": accumulate or 1,
         "clip_norm": 1.0 if clip_norm is None else clip_norm,
         "compile": compile,
         "dtype": resolve_dtype(dtype, device),
+        "fsdp": fsdp,
+        "grad_checkpointing": grad_checkpointing,
     }

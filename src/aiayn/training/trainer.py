@@ -49,6 +49,7 @@ from .checkpoint import (
     swap_in_directory,
     unique_state,
 )
+from .checkpointing import enable_checkpointing
 from .distributed import DistContext
 from .forward import TrainingForward
 from .rundir import create_out_dir, mark, release_out_dir, remove_own_folder
@@ -105,6 +106,10 @@ class TrainConfig:
             is reported apart as ``compile_seconds`` in the first metrics record).
         fsdp: with several processes, shard parameters, gradients and optimizer state over them
             with FSDP2 instead of replicating them with DDP (no effect in a single process).
+        grad_checkpointing: checkpoint every encoder and decoder layer's activations: a layer's
+            forward runs again in backward instead of its activations being kept, so only one
+            layer's are held at a time (memory), at one extra forward a step (see
+            :mod:`aiayn.training.checkpointing`).
         average_last: finish as the paper does (section 6.1): take this many snapshots of the
             weights over the last :data:`AVERAGE_SPAN` of the budget, average them, and keep the
             average as the model when it validates better than the last weights (0 = off).
@@ -127,6 +132,7 @@ class TrainConfig:
     progress: bool = True
     compile: bool = False
     fsdp: bool = False
+    grad_checkpointing: bool = False
     average_last: int = 0
     started_at: float | None = None
     dtype: str = "float32"
@@ -226,6 +232,8 @@ class Trainer:
     ) -> None:
         self.model, self.optimizer, self.lr_lambda, self.task = model, optimizer, lr_lambda, task
         self.dist = dist or DistContext()
+        if config.grad_checkpointing:  # before DDP/FSDP/compile wrap or copy the model
+            _checkpoint_layers(model, self.dist.is_main)
         # Training calls both forward and logits_at through one forward (see training/forward.py).
         self.train_model: nn.Module = TrainingForward(model)
         self._fsdp = config.fsdp and self.dist.enabled
@@ -848,6 +856,17 @@ class _Averager:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.copy_((self.sum[name] / self.count).to(p.dtype))
+
+
+def _checkpoint_layers(model: nn.Module, report: bool) -> None:
+    """``--grad-checkpointing``: every encoder/decoder layer recomputes its forward in backward."""
+    layers = enable_checkpointing(model)
+    if not report:
+        return
+    if layers:
+        log.info("gradient checkpointing: %d layers recompute their forward in backward", layers)
+    else:
+        log.warning("--grad-checkpointing: this model has no encoder/decoder layers to checkpoint")
 
 
 def _write_failure(directory: Path, error: OSError) -> str:
