@@ -82,7 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("embed", help="sentence embeddings (JSON lines on stdout)")
     p.add_argument(
-        "--model", required=True, help="BERT model directory, or builtin:minilm (all-MiniLM-L6-v2)"
+        "--model",
+        required=True,
+        help="a BERT from train mlm or train classify, a Hugging Face BERT folder, or builtin:minilm "
+        "(all-MiniLM-L6-v2)",
     )
     p.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch")
     p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.builtin import is_builtin
 from ..errors import AiaynError
 from .commands import add_device, positive_int, resolve_device
 
@@ -18,7 +19,7 @@ def _cmd_attention(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise AiaynError("TEXT is empty: give the sentence (or image) whose attention to draw")
     device = resolve_device(args.device)
-    if args.model.startswith("builtin:") or _is_hf_folder(args.model):
+    if is_builtin(args.model) or _is_hf_folder(args.model):
         view, output = _bert_view(args, device)  # builtin:minilm or a Hugging Face BERT folder
     else:
         loaded = load_model_dir(args.model, device)

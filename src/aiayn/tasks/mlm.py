@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.builtin import BuiltinKind, is_builtin, resolve_builtin
 from ..errors import AiaynError
 from ..training.forward import logits_at
 
@@ -129,10 +130,8 @@ def load_text_model(
     """
     from ..interop.bert import load_hf_dir, load_minilm
 
-    if spec.startswith("builtin:"):
-        name = spec.split(":", 1)[1]
-        if name != "minilm":
-            raise AiaynError(f"{spec}: unknown built-in text model (known: builtin:minilm)")
+    if is_builtin(spec):
+        resolve_builtin(spec, BuiltinKind.TEXT_MODEL)  # MiniLM is the only built-in text model
         pre = load_minilm(device)
         return pre.model, pre.tokenizer, pre.pooling
     directory = Path(spec)
@@ -362,12 +361,11 @@ def _resolve_tokenizer(
         return _shared_wordpiece(dist, lines, vocab_size)
     if isinstance(spec, WordPieceTokenizer):
         return spec.with_max_length(None)
-    if str(spec) == "builtin:minilm":
+    if is_builtin(spec):
+        resolve_builtin(spec, BuiltinKind.TOKENIZER, flag="--tokenizer")  # only MiniLM's vocabulary
         from ..interop.bert import load_minilm_tokenizer
 
         return load_minilm_tokenizer()
-    if str(spec).startswith("builtin:"):
-        raise AiaynError(f"--tokenizer {spec}: unknown built-in tokenizer (known: builtin:minilm)")
     return load_wordpiece(spec)
 
 
@@ -480,6 +478,10 @@ def train_mlm(
     initial = None
     if resuming:
         saved = load_model_dir(found, device, expect="bert")
+        if saved.info["kind"] != "bert":  # a classifier's folder reads as its encoder elsewhere
+            raise AiaynError(
+                f"{found}: a {saved.info['kind']} run, not a train mlm one: it cannot be resumed here"
+            )
         config = saved.config
         tokenizer = saved.tokenizer(
             "text", lambda path: WordPieceTokenizer.from_file(path, config.max_len)

@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import config as cfg
 from ..data.batching import Seq2SeqBatch, TokenBatchSampler, collate_seq2seq
+from ..data.builtin import BuiltinKind, is_builtin, load_builtin_corpus, resolve_builtin
 from ..data.tokenizers import BPETokenizer, Tokenizer, load_tokenizer
 from ..decoding import (
     Hypothesis,
@@ -52,10 +53,8 @@ TARGET_TOKENIZER = "target_tokenizer.json"
 
 def load_pairs(spec: str, split: str = "train", swap: bool = False) -> list[tuple[str, str]]:
     """Sentence pairs from ``builtin:NAME`` (a split of a built-in corpus) or a TSV file."""
-    if spec.startswith("builtin:"):
-        from ..data.builtin import load_builtin_corpus
-
-        pairs = load_builtin_corpus(spec.split(":", 1)[1], split)
+    if is_builtin(spec):
+        pairs = load_builtin_corpus(resolve_builtin(spec, BuiltinKind.TRANSLATION), split)
     else:
         from ..data.corpus import read_parallel_tsv
 
@@ -571,7 +570,7 @@ def train_translation(
     train_pairs = load_pairs(train_spec, "train", swap)
     if valid_spec is not None:
         valid_pairs = load_pairs(valid_spec, "valid", swap)
-    elif train_spec.startswith("builtin:"):
+    elif is_builtin(train_spec):
         valid_pairs = load_pairs(train_spec, "valid", swap)
     else:
         train_pairs, valid_pairs = split_off_validation(train_pairs, seed=seed)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.builtin import is_builtin
 from ..errors import AiaynError
 
 if TYPE_CHECKING:
@@ -290,7 +291,7 @@ def train_vit(
         started=started_at,
     )
     started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
-    builtin = dataset.startswith("builtin:")
+    builtin = is_builtin(dataset)
     found, resuming = start.found, start.resuming
     saved_info: dict[str, Any] | None = None
     initial = None
@@ -467,7 +468,7 @@ def evaluate_classifier(
     from ..data.images import load_images
 
     classifier = ImageClassifier.load(model_dir, device)
-    if dataset_spec.startswith("builtin:"):
+    if is_builtin(dataset_spec):
         data = load_images(dataset_spec, "test", classifier.size, classifier.channels)
         if tuple(data.classes) != classifier.classes:
             raise AiaynError(
