@@ -347,28 +347,15 @@ def train_classify(
     out_dir: str | Path,
     valid_path: str | Path | None = None,
     init: str = "builtin:minilm",
-    overrides: list[str] | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     batch_size: int | None = None,
     lr: float | None = None,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
-    eval_every: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    started_at: float | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    accumulate: int | None = None,
-    clip_norm: float | None = None,
-    log_every: int | None = None,
-    compile: bool = False,
-    dtype: str = "auto",
+    **run: Any,
 ) -> dict[str, Any]:
     """Fine-tune a BERT with a classification head on ``text<TAB>label`` lines.
 
-    Args mirror ``aiayn train classify``. Without ``valid_path`` 10% of the training texts (at most
+    Args mirror ``aiayn train classify``; ``run``: the shared run settings
+    (:class:`~aiayn.training.run.RunOptions`). Without ``valid_path`` 10% of the training texts (at most
     1,000) are held out. Without a budget, three passes over the training data (Devlin et al.
     fine-tune for 2-4). The default learning rate is 1e-4 for a pretrained width (d_model > 128)
     and 1e-3 for the tiny presets, which are trained from scratch rather than fine-tuned.
@@ -382,24 +369,17 @@ def train_classify(
     from ..data.numbered_tsv import read_numbered_tsv
     from ..training.budget import Budget
     from ..training.optim import adamw
-    from ..training.run import loop_settings, prepare_run
+    from ..training.run import RunOptions
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import TrainConfig, Trainer
+    from ..training.trainer import Trainer
 
     if max_tokens < 3:
         raise AiaynError(
             f"--max-tokens must be at least 3 ([CLS], a token, [SEP]), got {max_tokens}"
         )
-    start = prepare_run(
-        out_dir,
-        device=device,
-        seed=seed,
-        resume=resume,
-        overwrite=overwrite,
-        started=started_at,
-        distributed_run=False,
-    )
-    started, out_dir, device = start.started, start.out_dir, start.device
+    opts = RunOptions.of(run)
+    start = opts.prepare(out_dir, distributed_run=False)
+    out_dir, device, seed = start.out_dir, start.device, opts.seed
     train_rows = read_numbered_tsv(train_path)
     valid_rows = read_numbered_tsv(valid_path) if valid_path is not None else None
     if start.resuming:
@@ -410,7 +390,7 @@ def train_classify(
         labels = tuple(sorted({row.target for row in train_rows}))
         if len(labels) < 2:
             raise DataError(train_path, f"only one label ({labels[0]!r}): nothing to tell apart")
-        model, tokenizer = _initial_model(init, overrides, len(labels), device)
+        model, tokenizer = _initial_model(init, opts.overrides, len(labels), device)
         tokenizer = tokenizer.with_max_length(min(max_tokens, model.config.max_len))
     if valid_rows is None:
         train_rows, valid_rows = _hold_out(train_rows, seed)
@@ -423,6 +403,7 @@ def train_classify(
     peak = lr if lr is not None else (1e-3 if config.d_model <= 128 else 1e-4)
     batch_size = min(batch_size or DEFAULT_BATCH, len(train))
     steps_per_epoch = math.ceil(len(train) / batch_size)
+    max_steps, max_minutes = opts.max_steps, opts.max_minutes
     if max_steps is None and max_minutes is None:
         max_steps = 3 * steps_per_epoch
     budget = Budget(max_steps, None if max_minutes is None else 60 * max_minutes)
@@ -431,8 +412,7 @@ def train_classify(
     task = TextClassificationTask(
         model, tokenizer, train, valid, batch_size, seed, device, info
     )  # fmt: skip
-    if eval_every is None:
-        eval_every = max(10, min(500, steps_per_epoch, (max_steps or 10**9) // 5))
+    eval_every = opts.eval_every or max(10, min(500, steps_per_epoch, (max_steps or 10**9) // 5))
     log.info(
         "plan:\n  model       BERT from %s: %d layers × d_model %d, %s parameters, %d labels\n"
         "  data        %d training / %d validation texts, at most %d tokens each\n"
@@ -457,16 +437,12 @@ def train_classify(
         schedule,
         task,
         out_dir,
-        TrainConfig(
+        opts.train_config(
+            start,
             max_steps=max_steps,
-            max_minutes=max_minutes,
             budget_seconds=budget.seconds,
             eval_every=eval_every,
-            log_every=log_every or max(1, min(50, eval_every // 2)),
-            seed=seed,
-            progress=progress,
-            started_at=started,
-            **loop_settings(accumulate, clip_norm, compile, dtype, device),
+            log_every=opts.log_every or max(1, min(50, eval_every // 2)),
         ),
     )
     run = trainer.fit(resume=start.resuming)

@@ -47,9 +47,9 @@ from ..models.gpt import GPT, GPTConfig
 from ..training import distributed
 from ..training.budget import Budget, endless_batches
 from ..training.optim import adamw
-from ..training.run import prepare_run, resolve_dtype
+from ..training.run import RunOptions
 from ..training.schedules import warmup_cosine_schedule
-from ..training.trainer import TrainConfig, Trainer
+from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -325,31 +325,15 @@ def train_lm(
     tokenizer: str = "char",
     vocab_size: int | None = None,
     preset: str | None = None,
-    overrides: list[str] | None = None,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
     batch_size: int | None = None,
     context: int | None = None,
     lr: float | None = None,
     warmup: int | None = None,
     weight_decay: float | None = None,
-    accumulate: int | None = None,
-    eval_every: int | None = None,
     eval_tokens: int | None = None,
     sample_tokens: int = 200,
-    resume: bool = False,
-    overwrite: bool = False,
-    started_at: float | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    fsdp: bool = False,
-    grad_checkpointing: bool = False,
-    clip_norm: float | None = None,
-    log_every: int | None = None,
-    compile: bool = False,
-    dtype: str = "auto",
     init_from: str | Path | None = None,
+    **run: Any,
 ) -> dict[str, Any]:
     """Train a GPT on a text into ``out_dir``; returns a summary.
 
@@ -358,15 +342,21 @@ def train_lm(
     the run warms up, decays and ends with the budget whatever this machine's speed.
     ``init_from``: fine-tune the GPT of an aiayn or Hugging Face (GPT-2, Llama) folder, with its
     tokenizer (``tokenizer``, ``vocab_size`` and ``preset`` are then unused) and a tenth of the
-    default peak learning rate (:mod:`aiayn.interop.pretrained`).
+    default peak learning rate (:mod:`aiayn.interop.pretrained`). ``run``: the shared run settings
+    (:class:`~aiayn.training.run.RunOptions`).
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters", "tokens_per_step"}``.
     """
-    start = prepare_run(
-        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, started=started_at
+    opts = RunOptions.of(run)
+    start = opts.prepare(out_dir)
+    out_dir, device, dist = start.out_dir, start.device, start.dist
+    overrides, seed, max_steps, eval_every = (
+        opts.overrides,
+        opts.seed,
+        opts.max_steps,
+        opts.eval_every,
     )
-    started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     train_text, valid_text = load_train_valid(text_spec, valid_spec)
 
     saved_plan: dict[str, Any] | None = None
@@ -403,8 +393,8 @@ def train_lm(
             lr=lr,
             warmup=warmup,
             weight_decay=weight_decay,
-            accumulate=accumulate,
-            clip_norm=clip_norm,
+            accumulate=opts.accumulate,
+            clip_norm=opts.clip_norm,
             eval_tokens=eval_tokens,
         ).items()
         if v is not None
@@ -423,7 +413,7 @@ def train_lm(
     elif initial is not None:
         initial.load_into(model)
 
-    budget = Budget.from_args(max_steps, max_minutes)
+    budget = Budget.from_args(max_steps, opts.max_minutes)
     if not (resuming and saved_plan):
         windows = TokenWindows(train_tokens, plan.context, plan.batch_size, seed + 1)
         # Every rank must plan the same schedule: rank 0's measurement decides.
@@ -476,23 +466,16 @@ def train_lm(
         plan.schedule(),
         task,
         out_dir,
-        TrainConfig(
+        opts.train_config(
+            start,
             max_steps=plan.max_steps,
-            max_minutes=max_minutes,
             budget_seconds=plan.budget_seconds,
             accumulate=plan.accumulate,
             clip_norm=plan.clip_norm,
             eval_every=plan.eval_every,
             eval_every_seconds=plan.eval_every_seconds,
-            log_every=log_every
+            log_every=opts.log_every
             or (50 if plan.eval_every is None else max(1, min(50, plan.eval_every // 4))),
-            started_at=started,
-            seed=seed,
-            progress=progress,
-            fsdp=fsdp,
-            grad_checkpointing=grad_checkpointing,
-            compile=compile,
-            dtype=resolve_dtype(dtype, device),
         ),
         dist=dist,
     )

@@ -403,29 +403,13 @@ def train_mlm(
     out_dir: str | Path,
     valid_path: str | Path | None = None,
     preset: str = "tiny",
-    overrides: list[str] | None = None,
     vocab_size: int = 8000,
     tokenizer: str | Path | WordPieceTokenizer | None = None,
     seq_len: int = 128,
     batch_size: int | None = None,
     lr: float | None = None,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
-    eval_every: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    started_at: float | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    accumulate: int | None = None,
-    clip_norm: float | None = None,
-    log_every: int | None = None,
-    compile: bool = False,
-    dtype: str = "auto",
     init_from: str | Path | None = None,
-    fsdp: bool = False,
-    grad_checkpointing: bool = False,
+    **run: Any,
 ) -> dict[str, Any]:
     """Train a BERT with the masked-LM objective on a text file or folder.
 
@@ -439,7 +423,7 @@ def train_mlm(
     tokenizer (``preset``, ``tokenizer`` and ``vocab_size`` are then unused; a head the folder lacks
     starts untrained) and a tenth of the default peak learning rate.
     Under torchrun each process trains on every ``world_size``-th batch (DDP, or FSDP2 with
-    ``fsdp``); ``grad_checkpointing``: see :class:`~aiayn.training.trainer.TrainConfig`.
+    ``fsdp``). ``run``: the shared run settings (:class:`~aiayn.training.run.RunOptions`).
 
     Returns:
         ``{"steps", "train_seconds", "best_val_loss", "parameters"}``.
@@ -454,21 +438,21 @@ def train_mlm(
     from ..models.bert import BertForMaskedLM
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.optim import adamw
-    from ..training.run import loop_settings, prepare_run
+    from ..training.run import RunOptions
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import TrainConfig, Trainer
+    from ..training.trainer import Trainer
 
     if seq_len < 3:
         raise AiaynError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
-    start = prepare_run(
-        out_dir,
-        device=device,
-        seed=seed,
-        resume=resume,
-        overwrite=overwrite,
-        started=started_at,
+    opts = RunOptions.of(run)
+    start = opts.prepare(out_dir)
+    out_dir, device, dist = start.out_dir, start.device, start.dist
+    overrides, seed, max_steps, max_minutes = (
+        opts.overrides,
+        opts.seed,
+        opts.max_steps,
+        opts.max_minutes,
     )
-    started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     if max_steps is None and max_minutes is None:
         max_steps = 2000
     lines = _lines(read_text(text_path))
@@ -552,8 +536,9 @@ def train_mlm(
     optimizer = make_optimizer(model)
     _freeze_pooler(model)  # after the optimizer: its groups stay those of earlier runs' states
     task = make_task(batch_size)
-    if eval_every is None:
-        eval_every = max(20, min(500, (max_steps or 5000) // 10, 5 * steps_per_epoch))
+    eval_every = opts.eval_every or max(
+        20, min(500, (max_steps or 5000) // 10, 5 * steps_per_epoch)
+    )
     (log.info if dist.is_main else log.debug)(  # the plan once, not once a rank
         "plan:\n  model       BERT %s: %d layers × d_model %d, %s parameters, vocab %d\n"
         "  batch       %d blocks of %d tokens (%d training blocks)\n  budget      %s; AdamW "
@@ -577,18 +562,12 @@ def train_mlm(
         schedule,
         task,
         out_dir,
-        TrainConfig(
+        opts.train_config(
+            start,
             max_steps=max_steps,
-            max_minutes=max_minutes,
             budget_seconds=budget.seconds,
             eval_every=eval_every,
-            log_every=log_every or max(1, min(50, eval_every // 4)),
-            seed=seed,
-            progress=progress,
-            started_at=started,
-            **loop_settings(
-                accumulate, clip_norm, compile, dtype, device, fsdp, grad_checkpointing
-            ),
+            log_every=opts.log_every or max(1, min(50, eval_every // 4)),
         ),
         dist=dist,
     )

@@ -40,10 +40,10 @@ from ..training import distributed
 from ..training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
 from ..training.losses import label_smoothed_cross_entropy
 from ..training.optim import paper_adam
-from ..training.run import loop_settings, prepare_run
+from ..training.run import RunOptions
 from ..training.scheduled_sampling import ScheduledSampling, seq2seq_loss
 from ..training.schedules import BudgetSchedule, NoamSchedule
-from ..training.trainer import TrainConfig, Trainer
+from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -516,44 +516,26 @@ def train_translation(
     out_dir: str | Path,
     valid_spec: str | None = None,
     preset: str | None = None,
-    overrides: list[str] | None = None,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
     batch_tokens: int | None = None,
     swap: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    started_at: float | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    eval_every: int | None = None,
-    log_every: int | None = None,
-    accumulate: int | None = None,
-    clip_norm: float | None = None,
-    compile: bool = False,
-    dtype: str = "auto",
-    fsdp: bool = False,
-    grad_checkpointing: bool = False,
     scheduled_sampling: str | ScheduledSampling | None = None,
     guided_attention: float = 0.0,
     vocab_size: int | None = None,
     joint_vocab: bool | None = None,
     average_last: int = AVERAGE_LAST,
     init_from: str | Path | None = None,
+    **run: Any,
 ) -> dict[str, Any]:
     """Train a translation model into ``out_dir``; returns a summary (steps, time, best BLEU).
 
-    Args mirror ``aiayn train translate`` (see CLI.md); ``eval_every``/``log_every`` override the
+    Args mirror ``aiayn train translate`` (see CLI.md); ``run``: the shared run settings
+    (:class:`~aiayn.training.run.RunOptions`), whose ``eval_every``/``log_every`` override the
     planned validation and logging intervals (in optimizer steps). ``scheduled_sampling`` is a
     schedule name (``linear``, ``exponential``, ``inverse-sigmoid``) or a
     :class:`~aiayn.training.scheduled_sampling.ScheduledSampling`; ``guided_attention`` is the
     weight of the guided-attention penalty (0 = off). ``vocab_size`` fixes the vocabulary size
     (default: the frequency rule of :mod:`aiayn.data.vocab`); ``joint_vocab`` forces one shared
     vocabulary or two (default: shared when the two sides write the same characters).
-    ``accumulate`` (default 1) and ``clip_norm`` (default 1.0; 0 = off) are the loop's; ``dtype`` is
-    ``auto`` (bf16 autocast on CUDA, float32 elsewhere), ``float32`` or ``bfloat16``; ``fsdp`` and
-    ``grad_checkpointing``: see :class:`~aiayn.training.trainer.TrainConfig`.
     ``init_from``: fine-tune the Transformer of an aiayn or Hugging Face (Marian) folder, with its
     tokenizers (``preset``, ``vocab_size`` and ``joint_vocab`` are then unused; the planner only
     chooses the batch) and a tenth of the default peak learning rate.
@@ -562,11 +544,17 @@ def train_translation(
 
     if isinstance(scheduled_sampling, str):
         scheduled_sampling = ScheduledSampling(scheduled_sampling)
-    start = prepare_run(
-        out_dir, device=device, seed=seed, resume=resume, overwrite=overwrite, started=started_at
-    )
+    opts = RunOptions.of(run)
+    start = opts.prepare(out_dir)
     started, out_dir, device = start.started, start.out_dir, start.device
     dist, found = start.dist, start.found
+    overrides, seed, max_steps, max_minutes = (
+        opts.overrides,
+        opts.seed,
+        opts.max_steps,
+        opts.max_minutes,
+    )
+    fsdp, eval_every = opts.fsdp, opts.eval_every
     train_pairs = load_pairs(train_spec, "train", swap)
     if valid_spec is not None:
         valid_pairs = load_pairs(valid_spec, "valid", swap)
@@ -669,20 +657,13 @@ def train_translation(
         plan.schedule(),
         task,
         out_dir,
-        TrainConfig(
+        opts.train_config(
+            start,
             max_steps=plan.max_steps,
-            max_minutes=max_minutes,
             budget_seconds=plan.budget_seconds,
             eval_every=eval_every or plan.eval_every,
             eval_every_seconds=None if eval_every else plan.eval_every_seconds,
-            log_every=log_every or 50,
-            seed=seed,
-            progress=progress,
-            **loop_settings(
-                accumulate, clip_norm, compile, dtype, device, fsdp, grad_checkpointing
-            ),
             average_last=average_last,
-            started_at=started,
         ),
         dist=dist,
     )

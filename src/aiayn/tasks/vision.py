@@ -228,7 +228,6 @@ def train_vit(
     out_dir: str | Path,
     valid: str | None = None,
     preset: str | None = None,
-    overrides: list[str] | None = None,
     image_size: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
@@ -236,23 +235,8 @@ def train_vit(
     label_smoothing: float = 0.1,
     augment: str = "affine",
     hflip: bool = False,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
-    eval_every: int | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    started_at: float | None = None,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    accumulate: int | None = None,
-    clip_norm: float | None = None,
-    log_every: int | None = None,
-    compile: bool = False,
-    dtype: str = "auto",
     init_from: str | Path | None = None,
-    fsdp: bool = False,
-    grad_checkpointing: bool = False,
+    **run: Any,
 ) -> dict[str, Any]:
     """Train a ViT classifier on ``builtin:digits`` or a class-per-sub-folder image tree.
 
@@ -263,8 +247,8 @@ def train_vit(
     folder, at its image size and with its pixel normalisation (``preset`` is then unused), keeping
     its classifier when the classes are its own (same names, same order) and starting a new one
     otherwise, with a tenth of the default peak learning rate. Under torchrun each process trains
-    on every ``world_size``-th batch (DDP, or FSDP2 with ``fsdp``); ``grad_checkpointing``: see
-    :class:`~aiayn.training.trainer.TrainConfig`.
+    on every ``world_size``-th batch (DDP, or FSDP2 with ``fsdp``). ``run``: the shared run
+    settings (:class:`~aiayn.training.run.RunOptions`).
 
     Returns:
         ``{"steps", "train_seconds", "best_val_accuracy", "parameters", "classes"}``.
@@ -278,19 +262,19 @@ def train_vit(
     from ..models.vit import ViT
     from ..training.budget import Budget, choose_batch, describe_choice, measure_task_step
     from ..training.optim import adamw
-    from ..training.run import loop_settings, prepare_run
+    from ..training.run import RunOptions
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import TrainConfig, Trainer
+    from ..training.trainer import Trainer
 
-    start = prepare_run(
-        out_dir,
-        device=device,
-        seed=seed,
-        resume=resume,
-        overwrite=overwrite,
-        started=started_at,
+    opts = RunOptions.of(run)
+    start = opts.prepare(out_dir)
+    out_dir, device, dist = start.out_dir, start.device, start.dist
+    overrides, seed, max_steps, max_minutes = (
+        opts.overrides,
+        opts.seed,
+        opts.max_steps,
+        opts.max_minutes,
     )
-    started, out_dir, device, dist = start.started, start.out_dir, start.device, start.dist
     builtin = is_builtin(dataset)
     found, resuming = start.found, start.resuming
     saved_info: dict[str, Any] | None = None
@@ -403,8 +387,9 @@ def train_vit(
     warmup = max(10, min(2000, 5 * steps_per_epoch))
     schedule = warmup_cosine_schedule(peak, warmup, max_steps, budget_seconds, min_ratio=0.01)
     task = make_task(batch_size)
-    if eval_every is None:
-        eval_every = max(10, min(1000, 10 * steps_per_epoch, (max_steps or 10**9) // 10))
+    eval_every = opts.eval_every or max(
+        10, min(1000, 10 * steps_per_epoch, (max_steps or 10**9) // 10)
+    )
     (log.info if dist.is_main else log.debug)(  # the plan once, not once a rank
         "plan:\n  model       ViT: %d layers × d_model %d, %d patches, %s parameters\n"
         "  data        %d training / %d validation images, %d classes\n"
@@ -429,18 +414,12 @@ def train_vit(
         schedule,
         task,
         out_dir,
-        TrainConfig(
+        opts.train_config(
+            start,
             max_steps=max_steps,
-            max_minutes=max_minutes,
             budget_seconds=budget_seconds,
             eval_every=eval_every,
-            log_every=log_every or max(1, min(50, eval_every // 2)),
-            seed=seed,
-            progress=progress,
-            started_at=started,
-            **loop_settings(
-                accumulate, clip_norm, compile, dtype, device, fsdp, grad_checkpointing
-            ),
+            log_every=opts.log_every or max(1, min(50, eval_every // 2)),
         ),
         dist=dist,
     )

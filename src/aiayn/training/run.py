@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ from . import distributed
 from .allocator import keep_freed_memory
 from .checkpoint import find_checkpoint
 from .rundir import claim_out_dir
-from .trainer import seed_everything
+from .trainer import TrainConfig, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +124,79 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     return name
 
 
-def loop_settings(
-    accumulate: int | None,
-    clip_norm: float | None,
-    compile: bool,
-    dtype: str,
-    device: torch.device,
-    fsdp: bool = False,
-    grad_checkpointing: bool = False,
-) -> dict:
-    """The shared loop flags (``--accumulate --clip-norm --compile --dtype --fsdp
-    --grad-checkpointing``) as :class:`~aiayn.training.trainer.TrainConfig` fields, their defaults
-    filled in once for every task (1 micro-batch, clipping at 1.0, float32 on the CPU)."""
-    return {
-        "accumulate": accumulate or 1,
-        "clip_norm": 1.0 if clip_norm is None else clip_norm,
-        "compile": compile,
-        "dtype": resolve_dtype(dtype, device),
-        "fsdp": fsdp,
-        "grad_checkpointing": grad_checkpointing,
-    }
+@dataclass(frozen=True)
+class RunOptions:
+    """The settings every ``train_*`` shares, one per shared ``aiayn train`` flag (CLI.md), defined
+    once: each ``train_*`` takes them as keyword arguments (``**run``) and reads them through
+    :meth:`of`, so a flag added here reaches every task.
+
+    Attributes:
+        overrides: ``--set KEY=VALUE`` model fields.
+        max_steps, max_minutes: the budget (optimizer steps, minutes of this run).
+        resume, overwrite: continue from the folder's saved state; accept a non-aiayn folder.
+        accumulate, clip_norm: micro-batches per step (None: the task's choice, else 1); gradient
+            clipping (None: 1.0; 0 = off).
+        eval_every, log_every: steps between validations and metrics lines (None: the task's).
+        compile, dtype: torch.compile; autocast precision (``auto``: bf16 on CUDA, else float32).
+        fsdp, grad_checkpointing: shard under torchrun; recompute layers in backward.
+        progress, seed, device: the progress bar, the run's seed, where to train.
+        started_at: ``time.monotonic()`` when the budget began (the command line passes
+            :func:`process_started`).
+    """
+
+    overrides: list[str] | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    resume: bool = False
+    overwrite: bool = False
+    accumulate: int | None = None
+    clip_norm: float | None = None
+    eval_every: int | None = None
+    log_every: int | None = None
+    compile: bool = False
+    dtype: str = "auto"
+    fsdp: bool = False
+    grad_checkpointing: bool = False
+    progress: bool = True
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    started_at: float | None = None
+
+    @classmethod
+    def of(cls, run: dict[str, Any]) -> RunOptions:
+        """The options from a ``train_*``'s ``**run`` keyword arguments (an unknown one is a
+        TypeError, as for any function)."""
+        return cls(**run)
+
+    def prepare(self, out_dir: str | Path, distributed_run: bool = True) -> RunStart:
+        """:func:`prepare_run` with these options."""
+        return prepare_run(
+            out_dir,
+            device=self.device,
+            seed=self.seed,
+            resume=self.resume,
+            overwrite=self.overwrite,
+            distributed_run=distributed_run,
+            started=self.started_at,
+        )
+
+    def train_config(self, start: RunStart, **task: Any) -> TrainConfig:
+        """The Trainer's settings: these options with their defaults filled in once for every task
+        (1 micro-batch, clipping at 1.0, float32 on the CPU), then the task's own fields (its
+        budget in seconds, evaluation interval, a planned batch accumulation...), which win."""
+        shared = {
+            "max_steps": self.max_steps,
+            "max_minutes": self.max_minutes,
+            "accumulate": self.accumulate or 1,
+            "clip_norm": 1.0 if self.clip_norm is None else self.clip_norm,
+            "eval_every": self.eval_every,
+            "log_every": self.log_every or 50,
+            "compile": self.compile,
+            "dtype": resolve_dtype(self.dtype, start.device),
+            "fsdp": self.fsdp,
+            "grad_checkpointing": self.grad_checkpointing,
+            "progress": self.progress,
+            "seed": self.seed,
+            "started_at": start.started,
+        }
+        return TrainConfig(**{**shared, **task})
