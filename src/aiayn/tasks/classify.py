@@ -371,7 +371,6 @@ def train_classify(
     from ..training.optim import adamw
     from ..training.run import RunOptions
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import Trainer
 
     if max_tokens < 3:
         raise AiaynError(
@@ -431,21 +430,17 @@ def train_classify(
         peak,
         warmup,
     )
-    trainer = Trainer(
+    run = opts.fit(
+        start,
         model,
         adamw(model, peak, weight_decay=0.01, eps=1e-6),
         schedule,
         task,
-        out_dir,
-        opts.train_config(
-            start,
-            max_steps=max_steps,
-            budget_seconds=budget.seconds,
-            eval_every=eval_every,
-            log_every=opts.log_every or max(1, min(50, eval_every // 2)),
-        ),
+        max_steps=max_steps,
+        budget_seconds=budget.seconds,
+        eval_every=eval_every,
+        log_every=opts.log_every or max(1, min(50, eval_every // 2)),
     )
-    run = trainer.fit(resume=start.resuming)
     return {
         "steps": run["steps"],
         "train_seconds": run["train_seconds"],

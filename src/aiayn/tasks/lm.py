@@ -49,7 +49,6 @@ from ..training.budget import Budget, endless_batches
 from ..training.optim import adamw
 from ..training.run import RunOptions
 from ..training.schedules import warmup_cosine_schedule
-from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -460,26 +459,21 @@ def train_lm(
         world_size=dist.world_size,
     )
     optimizer = make_optimizer(model, plan.lr, plan.weight_decay, (plan.beta1, plan.beta2))
-    trainer = Trainer(
+    run = opts.fit(
+        start,
         model,
         optimizer,
         plan.schedule(),
         task,
-        out_dir,
-        opts.train_config(
-            start,
-            max_steps=plan.max_steps,
-            budget_seconds=plan.budget_seconds,
-            accumulate=plan.accumulate,
-            clip_norm=plan.clip_norm,
-            eval_every=plan.eval_every,
-            eval_every_seconds=plan.eval_every_seconds,
-            log_every=opts.log_every
-            or (50 if plan.eval_every is None else max(1, min(50, plan.eval_every // 4))),
-        ),
-        dist=dist,
+        max_steps=plan.max_steps,
+        budget_seconds=plan.budget_seconds,
+        accumulate=plan.accumulate,
+        clip_norm=plan.clip_norm,
+        eval_every=plan.eval_every,
+        eval_every_seconds=plan.eval_every_seconds,
+        log_every=opts.log_every
+        or (50 if plan.eval_every is None else max(1, min(50, plan.eval_every // 4))),
     )
-    run = trainer.fit(resume=resuming)
     return {
         "steps": run["steps"],
         "train_seconds": run["train_seconds"],

@@ -440,7 +440,6 @@ def train_mlm(
     from ..training.optim import adamw
     from ..training.run import RunOptions
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import Trainer
 
     if seq_len < 3:
         raise AiaynError(f"--seq-len must be at least 3 ([CLS], a token, [SEP]), got {seq_len}")
@@ -556,22 +555,17 @@ def train_mlm(
         warmup,
         "" if choice is None else f"\n  measured    {describe_choice(choice, 'blocks')}",
     )
-    trainer = Trainer(
+    run = opts.fit(
+        start,
         model,
         optimizer,
         schedule,
         task,
-        out_dir,
-        opts.train_config(
-            start,
-            max_steps=max_steps,
-            budget_seconds=budget.seconds,
-            eval_every=eval_every,
-            log_every=opts.log_every or max(1, min(50, eval_every // 4)),
-        ),
-        dist=dist,
+        max_steps=max_steps,
+        budget_seconds=budget.seconds,
+        eval_every=eval_every,
+        log_every=opts.log_every or max(1, min(50, eval_every // 4)),
     )
-    run = trainer.fit(resume=resuming)
     return {
         "steps": run["steps"],
         "train_seconds": run["train_seconds"],

@@ -43,7 +43,6 @@ from ..training.optim import paper_adam
 from ..training.run import RunOptions
 from ..training.scheduled_sampling import ScheduledSampling, seq2seq_loss
 from ..training.schedules import BudgetSchedule, NoamSchedule
-from ..training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -651,23 +650,18 @@ def train_translation(
             }
         },
     )
-    trainer = Trainer(
+    run = opts.fit(
+        start,
         model,
         paper_adam(model, plan.peak_lr),
         plan.schedule(),
         task,
-        out_dir,
-        opts.train_config(
-            start,
-            max_steps=plan.max_steps,
-            budget_seconds=plan.budget_seconds,
-            eval_every=eval_every or plan.eval_every,
-            eval_every_seconds=None if eval_every else plan.eval_every_seconds,
-            average_last=average_last,
-        ),
-        dist=dist,
+        max_steps=plan.max_steps,
+        budget_seconds=plan.budget_seconds,
+        eval_every=eval_every or plan.eval_every,
+        eval_every_seconds=None if eval_every else plan.eval_every_seconds,
+        average_last=average_last,
     )
-    run = trainer.fit(resume=found is not None)
     return {
         "steps": run["steps"],
         "train_seconds": run["train_seconds"],

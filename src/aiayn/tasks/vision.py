@@ -264,7 +264,6 @@ def train_vit(
     from ..training.optim import adamw
     from ..training.run import RunOptions
     from ..training.schedules import warmup_cosine_schedule
-    from ..training.trainer import Trainer
 
     opts = RunOptions.of(run)
     start = opts.prepare(out_dir)
@@ -408,22 +407,17 @@ def train_vit(
         warmup,
         "" if choice is None else f"\n  measured    {describe_choice(choice, 'images')}",
     )
-    trainer = Trainer(
+    run = opts.fit(
+        start,
         model,
         adamw(model, peak, weight_decay),
         schedule,
         task,
-        out_dir,
-        opts.train_config(
-            start,
-            max_steps=max_steps,
-            budget_seconds=budget_seconds,
-            eval_every=eval_every,
-            log_every=opts.log_every or max(1, min(50, eval_every // 2)),
-        ),
-        dist=dist,
+        max_steps=max_steps,
+        budget_seconds=budget_seconds,
+        eval_every=eval_every,
+        log_every=opts.log_every or max(1, min(50, eval_every // 2)),
     )
-    run = trainer.fit(resume=resuming)
     return {
         "steps": run["steps"],
         "train_seconds": run["train_seconds"],

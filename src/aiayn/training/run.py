@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from . import distributed
 from .allocator import keep_freed_memory
 from .checkpoint import find_checkpoint
 from .rundir import claim_out_dir
-from .trainer import TrainConfig, seed_everything
+from .trainer import Task, TrainConfig, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +201,26 @@ class RunOptions:
             "started_at": start.started,
         }
         return TrainConfig(**{**shared, **task})
+
+    def fit(
+        self,
+        start: RunStart,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        schedule: Callable[..., float],
+        task: Task,
+        **config: Any,
+    ) -> dict[str, Any]:
+        """Train ``task``'s ``model`` to the end of this run (resuming when ``start`` found saved
+        state) and return :meth:`Trainer.fit`'s summary. ``config``: the task's own
+        :class:`TrainConfig` fields (see :meth:`train_config`)."""
+        trainer = Trainer(
+            model,
+            optimizer,
+            schedule,
+            task,
+            start.out_dir,
+            self.train_config(start, **config),
+            dist=start.dist,
+        )
+        return trainer.fit(resume=start.resuming)
