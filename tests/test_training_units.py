@@ -83,3 +83,25 @@ def test_one_slow_validation_does_not_move_the_end_of_training():
     for seconds in (0.5, 0.5, 0.5):
         times.add(seconds)  # a real change (longer outputs) wins within a few validations
     assert times.typical() == pytest.approx(0.5)
+
+
+def test_run_options_fill_the_shared_defaults_once_and_the_task_fields_win():
+    """RunOptions is the one list of the shared train settings: defaults filled once, a task's own
+    fields (its planned accumulation, budget) override them, an unknown option is refused."""
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from aiayn.training.distributed import DistContext
+    from aiayn.training.run import RunOptions, RunStart
+
+    start = RunStart(12.5, Path("run"), torch.device("cpu"), DistContext(), None)
+    opts = RunOptions.of({"max_minutes": 2.0, "seed": 3, "log_every": 7})
+    config = opts.train_config(start, budget_seconds=100.0, accumulate=4)
+    assert (config.accumulate, config.clip_norm, config.dtype) == (4, 1.0, "float32")
+    assert (config.max_minutes, config.seed, config.log_every) == (2.0, 3, 7)
+    assert (config.budget_seconds, config.started_at) == (100.0, 12.5)
+    assert RunOptions().train_config(start).accumulate == 1
+    with pytest.raises(TypeError):
+        RunOptions.of({"max_minute": 2.0})
