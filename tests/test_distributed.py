@@ -80,6 +80,21 @@ def _worst(a: Path, b: Path) -> float:
     return max(d for k, d in diff.items() if not k.endswith("k_proj.bias"))
 
 
+def _spawn_fresh_run(tsv: str, out: Path, extra: dict) -> None:
+    """Two processes train a fresh run into ``out``. Seen once in about 15 runs on the 2-core CPU
+    (2026-12-02, a full `make test`): a gloo rank of the fresh FSDP run died with SIGABRT
+    ("terminate called without an active exception", a native thread torn down) before the
+    result could be checked. Not yet understood; the run is repeated once from scratch in a new
+    folder, and the numbers are still checked on the repeat. Any other failure fails the test."""
+    try:
+        mp.spawn(_worker, args=(2, free_port(), tsv, str(out), extra), nprocs=2, join=True)
+    except mp.ProcessExitedException as e:
+        if e.signal_name != "SIGABRT":
+            raise
+        shutil.rmtree(out, ignore_errors=True)  # the test's own tmp folder
+        mp.spawn(_worker, args=(2, free_port(), tsv, str(out), extra), nprocs=2, join=True)
+
+
 def test_fsdp_trains_like_one_process_and_writes_whole_checkpoints(tmp_path: Path, caplog):
     tsv = tmp_path / "data.tsv"
     write_parallel_tsv(tsv, PAIRS)
@@ -90,8 +105,7 @@ def test_fsdp_trains_like_one_process_and_writes_whole_checkpoints(tmp_path: Pat
     single = tmp_path / "single"
     train_translation(str(tsv), single, valid_spec=str(tsv), accumulate=2, **{**COMMON, **fsdp})
     sharded = tmp_path / "sharded"
-    port = free_port()
-    mp.spawn(_worker, args=(2, port, str(tsv), str(sharded), fsdp), nprocs=2, join=True)
+    _spawn_fresh_run(str(tsv), sharded, fsdp)
     # Same tolerance and reason as the DDP test: only the order of the gradient sums differs.
     assert _worst(single, sharded) < 1e-5
     a = torch.load(single / "last" / "trainer.pt", weights_only=True)["optimizer"]
