@@ -112,10 +112,15 @@ def test_fsdp_trains_like_one_process_and_writes_whole_checkpoints(tmp_path: Pat
     b = torch.load(sharded / "last" / "trainer.pt", weights_only=True)["optimizer"]
     assert a["param_groups"] == b["param_groups"], "the whole optimizer state, keyed as usual"
     assert a["state"].keys() == b["state"].keys()
+    # Entries far below the largest are summation-order noise, which no elementwise rtol bounds
+    # (seen: 7e-4 apart at 1e-16, and a whole bias whose true gradient is 0 at 1e-23): atol is
+    # 1e-7 of the largest second moment of the model (a gradient ~3e-4 of the largest).
+    scale = max(float(s["exp_avg_sq"].abs().max()) for s in b["state"].values())
     for i, sa in a["state"].items():
         assert sa.keys() == b["state"][i].keys()
         assert float(sa["step"]) == float(b["state"][i]["step"]) == 3
-        assert torch.allclose(sa["exp_avg_sq"], b["state"][i]["exp_avg_sq"], rtol=1e-4, atol=1e-20)
+        x, y = sa["exp_avg_sq"], b["state"][i]["exp_avg_sq"]
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-7 * scale)
     assert (sharded / "model.safetensors").is_file(), "the best model, whole, by rank 0"
 
     # Resume both ways to step 5: the FSDP checkpoint in one process (where --fsdp does nothing
