@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"models"}),
     (
         "services",
-        {"training", "decoding", "data", "viz", "interop", "metrics", "modeldir"},
+        {"training", "decoding", "data", "viz", "interop", "metrics", "modeldir", "quantize"},
     ),
     ("tasks", {"tasks", "experiments"}),
     ("cli", {"cli", "bench", "__main__", "__init__"}),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,33 @@ from .masks import combine_masks, key_mask_to_attn_mask, make_causal_mask, make_
 from .positional import ALiBi, RotaryEmbedding
 
 ATTENTION_KINDS = ("dot", "additive")
+
+#: A projection as ``(function, a, b)``, computed ``function(x, a, b)``: ``F.linear`` with a float
+#: weight and bias, or a quantised kernel with its packed weights (see :func:`linear_op`).
+LinearOp = tuple[Callable[[Tensor, Any, Any], Tensor], Any, Any]
+
+
+def linear_op(*layers: nn.Module) -> LinearOp:
+    """The projection by ``layers``, their outputs concatenated on the last dimension, as a
+    :data:`LinearOp`. Float ``nn.Linear`` layers give ``F.linear`` over their concatenated weights
+    (one matrix multiply instead of several). A stand-in for ``nn.Linear`` holding packed weights
+    (:class:`aiayn.quantize.Int8Linear`) gives its own kernel through its ``fused_op(layers)``.
+
+    A triple rather than a closure: the lean decoding steps call ``function(x, a, b)`` directly, so
+    the float path pays no wrapper call per token and the int8 path reaches its kernel the same way.
+    """
+    if all(isinstance(layer, nn.Linear) for layer in layers):
+        if len(layers) == 1:
+            return F.linear, layers[0].weight, layers[0].bias
+        weight = torch.cat([layer.weight for layer in layers])
+        bias = None
+        if layers[0].bias is not None:
+            bias = torch.cat([layer.bias for layer in layers])
+        return F.linear, weight, bias
+    fused_op = getattr(layers[0], "fused_op", None)
+    if fused_op is None:
+        raise TypeError(f"no linear op for {type(layers[0]).__name__} (nn.Linear or a stand-in)")
+    return fused_op(layers)
 
 
 def _guard_empty_rows(mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
@@ -354,42 +382,32 @@ class MultiHeadAttention(nn.Module):
         B, Hkv, S, Dh = x.shape
         return x[:, :, None].expand(B, Hkv, groups, S, Dh).reshape(B, Hkv * groups, S, Dh)
 
-    def _qkv_weights(self) -> tuple[Tensor, Tensor | None]:
-        """``[W_q; W_k; W_v]`` (D + 2·Hkv·Dh, D) and the concatenated biases, or None."""
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        bias = None
-        if self.q_proj.bias is not None:
-            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        return weight, bias
-
     def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``. (The one-token
         decoding step concatenates the weights once per decoding run instead, see
         :meth:`self_step`: once per token would copy 3·D² values per layer per token.)"""
         sizes = [self.d_model, self.kv_dim, self.kv_dim]
-        q, k, v = F.linear(x, *self._qkv_weights()).split(sizes, dim=-1)
+        qkv, w, b = linear_op(self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = qkv(x, w, b).split(sizes, dim=-1)
         return q, k, v  # (B, T, D), 2 x (B, T, Hkv·Dh)
 
     def _project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        weight = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2·Hkv·Dh, D)
-        bias = None
-        if self.k_proj.bias is not None:
-            bias = torch.cat([self.k_proj.bias, self.v_proj.bias])
-        k, v = F.linear(x, weight, bias).chunk(2, dim=-1)  # 2 x (B, S, Hkv·Dh)
+        kv, w, b = linear_op(self.k_proj, self.v_proj)  # W (2·Hkv·Dh, D)
+        k, v = kv(x, w, b).chunk(2, dim=-1)  # 2 x (B, S, Hkv·Dh)
         return k, v
 
     # ---- one cached decoding step, lean --------------------------------------------------------
     # During greedy/beam search and generation a step runs once per token per layer. These build,
     # once per decoding run, a function doing the arithmetic of ``forward`` for that case (one new
     # query per row, eval mode, dot scoring, no weights returned) on ``(B, D)`` rows, with the
-    # weights captured as plain tensors and the functional ops called directly: at batch 1, module
-    # dispatch, attribute look-ups, 3-D reshapes and the general path's mask bookkeeping cost more
-    # time than the matrix-vector products. With one query per row, ``(B, D)`` viewed as
-    # ``(B, H, 1, Dh)`` is exactly the split into heads (no transpose needed), and back. The
-    # attention itself is :func:`scaled_dot_product_attention`, the one kernel with the one set of
-    # masking rules. Weights must not change while the step is in use (true of decoding); the
-    # caller (:class:`aiayn.decoding_state.DecodingState`) keeps the functions, the caches keep
-    # only keys and values.
+    # weights captured as plain tensors (or packed int8 ones, see :func:`linear_op`) and the
+    # functional ops called directly: at batch 1, module dispatch, attribute look-ups, 3-D reshapes
+    # and the general path's mask bookkeeping cost more time than the matrix-vector products. With
+    # one query per row, ``(B, D)`` viewed as ``(B, H, 1, Dh)`` is exactly the split into heads (no
+    # transpose needed), and back. The attention itself is :func:`scaled_dot_product_attention`,
+    # the one kernel with the one set of masking rules. Weights must not change while the step is in
+    # use (true of decoding); the caller (:class:`aiayn.decoding_state.DecodingState`) keeps the
+    # functions, the caches keep only keys and values.
 
     def self_step(self, cache: KVCache) -> Callable[..., Tensor]:
         """``step(x (B, D), key_mask (B, S) | None, positions (B, 1) | None = None) -> (B, D)``:
@@ -397,15 +415,15 @@ class MultiHeadAttention(nn.Module):
         marks real tokens among cached + new ones (left-padded GPT batches); the new token is always
         real, so no row is empty. ``positions``: the new token's position per row (rotary; default
         the cache's length)."""
-        w_qkv, b_qkv = self._qkv_weights()
-        w_out, b_out = self.out_proj.weight, self.out_proj.bias
+        qkv, w_qkv, b_qkv = linear_op(self.q_proj, self.k_proj, self.v_proj)
+        out_proj, w_out, b_out = linear_op(self.out_proj)
         H, Hkv, Dh, D = self.num_heads, self.num_kv_heads, self.head_dim, self.d_model
         sizes = [D, self.kv_dim, self.kv_dim]
         append, expand, rotary, alibi = cache.append, self._expand, self.rotary, self.alibi
 
         def step(x: Tensor, key_mask: Tensor | None, positions: Tensor | None = None) -> Tensor:
             B = x.shape[0]
-            q, k, v = F.linear(x, w_qkv, b_qkv).split(sizes, dim=-1)
+            q, k, v = qkv(x, w_qkv, b_qkv).split(sizes, dim=-1)
             q, k, v = q.view(B, H, 1, Dh), k.view(B, Hkv, 1, Dh), v.view(B, Hkv, 1, Dh)
             if rotary is not None:
                 q, k = rotary(q, k, positions, cache.length)
@@ -415,7 +433,7 @@ class MultiHeadAttention(nn.Module):
             out, _ = scaled_dot_product_attention(
                 q, expand(k), expand(v), mask, bias=bias, rows_have_keys=True
             )
-            return F.linear(out.reshape(B, D), w_out, b_out)
+            return out_proj(out.reshape(B, D), w_out, b_out)
 
         return step
 
@@ -436,8 +454,8 @@ class MultiHeadAttention(nn.Module):
                 raise ValueError("cross-attention needs `memory` until its cache is filled")
             k, v = self._project_kv(memory)
             cache.set(self._split(k, Hkv), self._split(v, Hkv))
-        w_q, b_q = self.q_proj.weight, self.q_proj.bias
-        w_out, b_out = self.out_proj.weight, self.out_proj.bias
+        q_proj, w_q, b_q = linear_op(self.q_proj)
+        out_proj, w_out, b_out = linear_op(self.out_proj)
         H, Dh, D = self.num_heads, self.head_dim, self.d_model
         expand = self._expand
 
@@ -446,10 +464,10 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.get()
             B = k.shape[0]
             K = rows // B  # queries per source
-            q = F.linear(x, w_q, b_q).view(B, K, H, Dh).transpose(1, 2)  # (B, H, K, Dh)
+            q = q_proj(x, w_q, b_q).view(B, K, H, Dh).transpose(1, 2)  # (B, H, K, Dh)
             mask = None if key_mask is None else key_mask[:, None, None, :]
             out, _ = scaled_dot_product_attention(q, expand(k), expand(v), mask)
-            return F.linear(out.transpose(1, 2).reshape(rows, D), w_out, b_out)
+            return out_proj(out.transpose(1, 2).reshape(rows, D), w_out, b_out)
 
         return step
 

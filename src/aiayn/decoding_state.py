@@ -2,8 +2,9 @@
 
 A decoder stack decoding one token at a time needs, per layer, the keys and values seen so far
 (:class:`~aiayn.attention.LayerCache`: tensors only) and, for speed, the layer's lean one-token step:
-a function with the layer's weights captured once (see ``DecoderLayer.make_step``), built on the first
-step of the run and dropped with it. :class:`DecodingState` holds both, so the caches stay plain
+a function with the layer's weights captured once (float tensors, or packed int8 ones under
+``--quantize int8``: see ``aiayn.attention.linear_op`` and ``DecoderLayer.make_step``), built on the
+first step of the run and dropped with it. :class:`DecodingState` holds both, so the caches stay plain
 keys and values and nothing in a module changes while it decodes.
 """
 

@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import config as cfg
-from .attention import KVCache, LayerCache, MultiHeadAttention
+from .attention import KVCache, LayerCache, MultiHeadAttention, linear_op
 from .decoding_state import DecodingState, LayerStep
 from .dropout import Dropout
 from .positional import POSITIONAL_KINDS, ROTARY_LAYOUTS, ALiBi, RotaryEmbedding
@@ -388,18 +387,14 @@ class DecoderLayer(nn.Module):
 
     def make_step(self, cache: LayerCache, memory: Tensor | None) -> LayerStep:
         """The arithmetic of :meth:`forward` for one token per row in eval mode (dropout is the
-        identity), on ``(B, D)`` rows, with the weights captured once as tensors: in a decoding
-        loop at small batch sizes, module dispatch and attribute look-ups cost more than the
-        matrix-vector products. Only where :meth:`step_refusal` says None; the caller
-        (:class:`Decoder`) keeps the function in its :class:`~aiayn.decoding_state.DecodingState`."""
+        identity), on ``(B, D)`` rows, with the weights captured once (as tensors, or packed int8
+        ones: :func:`~aiayn.attention.linear_op`): in a decoding loop at small batch sizes, module
+        dispatch and attribute look-ups cost more than the matrix-vector products. Only where
+        :meth:`step_refusal` says None; the caller (:class:`Decoder`) keeps the function in its
+        :class:`~aiayn.decoding_state.DecodingState`."""
         f = self.ffn
-        act, w1, b1, w2, b2 = (
-            f.activation,
-            f.linear1.weight,
-            f.linear1.bias,
-            f.linear2.weight,
-            f.linear2.bias,
-        )
+        act = f.activation
+        down, w2, b2 = linear_op(f.linear2)
         norm1, norm3 = _norm_function(self.norm1), _norm_function(self.norm3)
         self_attn = self.self_attn.self_step(cache.self_attn)
         cross_attn = norm2 = None
@@ -409,18 +404,18 @@ class DecoderLayer(nn.Module):
             norm2 = _norm_function(self.norm2)
 
         if f.linear3 is None:
+            up, w1, b1 = linear_op(f.linear1)
 
             def ffn(h: Tensor) -> Tensor:
-                return F.linear(act(F.linear(h, w1, b1)), w2, b2)
+                return down(act(up(h, w1, b1)), w2, b2)
 
         else:
             # Gate and linear branch as one matmul over [W_1; W_3], concatenated once per cache.
-            w13 = torch.cat([w1, f.linear3.weight])  # (2F, D)
-            b13 = None if b1 is None else torch.cat([b1, f.linear3.bias])
+            gate_up, w13, b13 = linear_op(f.linear1, f.linear3)  # W (2F, D)
 
             def ffn(h: Tensor) -> Tensor:
-                gate, up = F.linear(h, w13, b13).chunk(2, dim=-1)  # 2 x (B, F)
-                return F.linear(act(gate) * up, w2, b2)
+                gate, branch = gate_up(h, w13, b13).chunk(2, dim=-1)  # 2 x (B, F)
+                return down(act(gate) * branch, w2, b2)
 
         norm_first = self.norm_first
 

@@ -22,6 +22,8 @@ BENCHMARKS = (
     # fine-tuned MiniLM vs TF-IDF + logistic regression on Bible verses by genre (about 4 minutes)
     "bench_classify",
     "bench_modern_blocks",
+    # --quantize int8 vs float32 decoding at base size, each in its own process (about 3 minutes)
+    "bench_quantize",
     # aiayn's defaults vs a plain recipe on 12 corpora, Bible verses in 8 minutes included (about
     # two hours); skipped by --quick
     "bench_robustness",

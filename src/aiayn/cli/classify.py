@@ -11,7 +11,14 @@ import json
 import sys
 
 from ..errors import AiaynError
-from .commands import add_device, positive_float, positive_int, read_stdin_lines, resolve_device
+from .commands import (
+    add_device,
+    add_quantize,
+    inference_device,
+    positive_float,
+    positive_int,
+    read_stdin_lines,
+)
 from .train_group import add_run_flags, run_kwargs, train_subparsers
 
 
@@ -37,9 +44,12 @@ def _cmd_classify_text(args: argparse.Namespace) -> int:
 
     if args.test and args.text:
         raise AiaynError("classify-text: give TEXT arguments or --test FILE, not both")
-    classifier = TextClassifier.load(args.model, resolve_device(args.device))
+    classifier = TextClassifier.load(args.model, inference_device(args), args.quantize)
     if args.test:
-        print(json.dumps(classifier.evaluate(args.test)))
+        result = classifier.evaluate(args.test)
+        if args.quantize:  # the accuracy is the quantised model's: say so beside it
+            result["quantize"] = args.quantize
+        print(json.dumps(result))
         return 0
     out = sys.stdout
     for result in classifier.classify(args.text or read_stdin_lines()):
@@ -116,5 +126,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TSV of text<TAB>label lines: print the accuracy on them instead (not with TEXT)",
     )
     p.add_argument("text", nargs="*", help="texts (default: one per stdin line)")
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_classify_text)

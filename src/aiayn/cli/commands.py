@@ -28,6 +28,28 @@ def add_device(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: ``--quantize``'s values: :data:`aiayn.quantize.QUANTIZE_CHOICES`, repeated here so that building
+#: the parser loads no model code (a test keeps the two equal).
+QUANTIZE_CHOICES = ("int8",)
+
+
+def add_quantize(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        help="int8: the Linear layers in int8 (dynamic quantisation, CPU only; faster at base size "
+        "and up with several inputs per batch, slower on tiny models; default: float32)",
+    )
+
+
+def inference_device(args: argparse.Namespace) -> torch.device:
+    """``--device`` of a command that takes ``--quantize``: ``auto`` means the CPU under
+    ``--quantize`` (its int8 kernels are CPU-only); an explicit GPU is refused by the quantiser."""
+    if getattr(args, "quantize", None) and args.device == "auto":
+        return torch.device("cpu")
+    return resolve_device(args.device)
+
+
 def add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",

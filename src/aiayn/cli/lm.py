@@ -13,11 +13,12 @@ from ..data.lm_data import TOKENIZER_KINDS
 from ..tasks.lm import LanguageModel, train_lm
 from .commands import (
     add_device,
+    add_quantize,
     add_seed,
+    inference_device,
     non_negative_float,
     positive_float,
     positive_int,
-    resolve_device,
     sampling_temperature,
     top_p_mass,
 )
@@ -49,7 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    lm = LanguageModel.load(args.model, resolve_device(args.device))
+    lm = LanguageModel.load(args.model, inference_device(args), args.quantize)
     pieces = lm.stream(
         args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -100,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=top_p_mass, default=1.0, help="nucleus mass (1.0 = off)")
     p.add_argument("--stop", action="append", help="stop before this string (repeatable)")
     add_decoding_controls(p)
+    add_quantize(p)
     add_seed(p)
     add_device(p)
     p.set_defaults(func=_cmd_generate)

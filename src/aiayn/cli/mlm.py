@@ -13,10 +13,11 @@ import sys
 from ..tasks.mlm import SentenceEncoder, train_mlm
 from .commands import (
     add_device,
+    add_quantize,
+    inference_device,
     positive_float,
     positive_int,
     read_stdin_lines,
-    resolve_device,
 )
 from .train_group import add_model_flags, add_run_flags, run_kwargs, train_subparsers
 
@@ -45,7 +46,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    encoder = SentenceEncoder.load(args.model, resolve_device(args.device))
+    encoder = SentenceEncoder.load(args.model, inference_device(args), args.quantize)
     texts = _read_inputs(args.text)
     vectors = encoder.encode(texts, batch_size=args.batch_size).cpu()
     out = sys.stdout
@@ -89,5 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=32, help="sentences per batch")
     p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_embed)

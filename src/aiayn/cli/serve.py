@@ -52,7 +52,14 @@ from urllib.parse import urlsplit
 
 from ..errors import AiaynError
 from ..viz import lm_attention_maps
-from .commands import add_device, beam_size, port_number, positive_int, resolve_device
+from .commands import (
+    add_device,
+    add_quantize,
+    beam_size,
+    inference_device,
+    port_number,
+    positive_int,
+)
 
 log = logging.getLogger("aiayn.serve")
 
@@ -423,9 +430,12 @@ class AttentionServer(ThreadingHTTPServer):
         backend: Backend,
         limits: ServeLimits,
         allowed_hosts: Sequence[str] = (),
+        quantize: str | None = None,
     ) -> None:
         self.backend = backend
         self.limits = limits
+        #: the model's ``--quantize`` mode (None: float), shown in /api/info
+        self.quantize = quantize
         self.allowed_hosts = {name.lower() for name in allowed_hosts}
         self.page, self.csp = load_page()
         # One request at a time runs the model: torch already uses every core for one sentence, and
@@ -569,6 +579,7 @@ class Handler(BaseHTTPRequestHandler):
             "model": getattr(backend, "name", ""),
             "endpoint": backend.endpoint,
             "limits": asdict(self.server.limits),
+            "quantize": self.server.quantize,
             **backend.info(),
         }
         self._send_json(HTTPStatus.OK, info)
@@ -706,6 +717,7 @@ def make_server(
     beam: int = 4,
     limits: ServeLimits | None = None,
     allowed_hosts: Sequence[str] = (),
+    quantize: str | None = None,
 ) -> AttentionServer:
     """An HTTP server for a loaded model directory, bound but not yet serving.
 
@@ -719,6 +731,7 @@ def make_server(
         beam: beam size for translation.
         limits: request limits.
         allowed_hosts: DNS names besides localhost that requests may address (``Host``).
+        quantize: how ``loaded``'s model was quantised (``--quantize``), to show in /api/info.
 
     Raises:
         AiaynError: the model kind has no backend, or the address can't be bound.
@@ -726,18 +739,26 @@ def make_server(
     limits = limits or ServeLimits()
     backend = make_backend(loaded, limits, beam=beam)
     try:
-        return AttentionServer((host, port), backend, limits, allowed_hosts)
+        return AttentionServer((host, port), backend, limits, allowed_hosts, quantize)
     except OSError as e:
         raise AiaynError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..modeldir import load_model_dir
+    from ..quantize import quantize_model
 
-    loaded = load_model_dir(args.model, resolve_device(args.device))
+    loaded = load_model_dir(args.model, inference_device(args))
+    loaded.model = quantize_model(loaded.model, args.quantize)
     limits = ServeLimits(max_chars=args.max_chars)
     server = make_server(
-        loaded, args.host, args.port, beam=args.beam, limits=limits, allowed_hosts=args.allow_host
+        loaded,
+        args.host,
+        args.port,
+        beam=args.beam,
+        limits=limits,
+        allowed_hosts=args.allow_host,
+        quantize=args.quantize,
     )
     if not server.loopback_only:
         log.warning(
@@ -746,7 +767,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             args.host,
             ", localhost or " + ", ".join(args.allow_host) if args.allow_host else " or localhost",
         )
-    log.info("serving %s at %s (Ctrl-C to stop)", args.model, server.url)
+    precision = f" ({args.quantize})" if args.quantize else ""
+    log.info("serving %s%s at %s (Ctrl-C to stop)", args.model, precision, server.url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -784,5 +806,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-chars", type=positive_int, default=500, help="longest input accepted (characters)"
     )
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_serve)

@@ -14,8 +14,10 @@ from ..errors import AiaynError
 from .commands import (
     _number,
     add_device,
+    add_quantize,
     add_seed,
     beam_size,
+    inference_device,
     non_negative_float,
     positive_float,
     positive_int,
@@ -69,7 +71,9 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     from ..tasks.translation import Translator
 
     first, *others = args.model
-    translator = Translator.load(first, resolve_device(args.device), ensemble=others)
+    translator = Translator.load(
+        first, inference_device(args), ensemble=others, quantize=args.quantize
+    )
     options = _search_options(args, translator)
     align_layer = args.align_layer
     if align_layer is None and args.align:
@@ -192,24 +196,27 @@ def decoding_controls(args: argparse.Namespace, tokenizer: Any) -> DecodingContr
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..training.checkpoint import read_config
 
-    device = resolve_device(args.device)
+    device = inference_device(args)
+    quantize = args.quantize
     kind = read_config(args.model)["kind"]
     if kind == "transformer":
         from ..tasks.translation import evaluate_translation
 
         result = evaluate_translation(
-            args.model, args.test, beam=args.beam, swap=args.swap, device=device
+            args.model, args.test, beam=args.beam, swap=args.swap, device=device, quantize=quantize
         )
     elif kind == "gpt":
         from ..tasks.lm import evaluate_lm
 
-        result = evaluate_lm(args.model, args.test, device)
+        result = evaluate_lm(args.model, args.test, device, quantize)
     elif kind == "vit":
         from ..tasks.vision import evaluate_classifier
 
-        result = evaluate_classifier(args.model, args.test, device)
+        result = evaluate_classifier(args.model, args.test, device, quantize)
     else:
         raise AiaynError(f"{args.model}: `aiayn evaluate` does not handle {kind} models")
+    if quantize:  # the scores are the quantised model's: say so where they are kept
+        result["quantize"] = quantize
     print(json.dumps(result))
     return 0
 
@@ -393,6 +400,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sentences per decoding batch (default 64)",
     )
     add_decoding_controls(p)
+    add_quantize(p)
     p.add_argument("text", nargs="*", help="sentences (default: one per stdin line)")
     p.add_argument(
         "--seed",
@@ -411,6 +419,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--beam", type=beam_size, default=4, help="beam size for translation models (at most 64)"
     )
     p.add_argument("--swap", action="store_true", help="exchange the TSV columns")
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_evaluate)
 

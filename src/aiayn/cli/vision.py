@@ -13,9 +13,10 @@ import sys
 from ..tasks.vision import AUGMENTATIONS, ImageClassifier, train_vit
 from .commands import (
     add_device,
+    add_quantize,
+    inference_device,
     positive_float,
     positive_int,
-    resolve_device,
 )
 from .train_group import add_model_flags, add_run_flags, run_kwargs, train_subparsers
 
@@ -40,7 +41,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    classifier = ImageClassifier.load(args.model, resolve_device(args.device))
+    classifier = ImageClassifier.load(args.model, inference_device(args), args.quantize)
     for result in classifier.classify_files(args.image):
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -77,5 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("classify", help="classify images with a trained ViT (JSON lines)")
     p.add_argument("--model", required=True, help="model directory written by `aiayn train vit`")
     p.add_argument("image", nargs="+", help="image files")
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_classify)

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import AiaynError, CheckpointError, ConfigError, DataError
 from ..models.bert_classifier import KIND, BertClassifier
+from ..quantize import quantize_model
 
 if TYPE_CHECKING:
     from ..data.numbered_tsv import NumberedPair
@@ -270,14 +271,20 @@ class TextClassifier:
         self.model, self.tokenizer, self.labels = model.eval(), tokenizer, tuple(labels)
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> TextClassifier:
-        """Read a directory written by ``aiayn train classify``.
+    def load(
+        cls,
+        directory: str | Path,
+        device: torch.device | str = "cpu",
+        quantize: str | None = None,
+    ) -> TextClassifier:
+        """Read a directory written by ``aiayn train classify``; ``quantize="int8"``: the Linear
+        layers in int8 (:func:`aiayn.quantize.quantize_model`, CPU only).
 
         Raises:
             CheckpointError: not a text classifier, or missing or corrupt files.
         """
         read = _read_dir(directory, device)
-        return cls(read.model, read.tokenizer, read.labels)
+        return cls(quantize_model(read.model, quantize), read.tokenizer, read.labels)
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> TextClassifier:

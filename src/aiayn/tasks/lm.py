@@ -44,6 +44,7 @@ from ..logits import DecodingControls
 from ..metrics import perplexity
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.gpt import GPT, GPTConfig
+from ..quantize import quantize_model
 from ..training import distributed
 from ..training.budget import Budget, endless_batches
 from ..training.optim import adamw
@@ -520,8 +521,17 @@ class LanguageModel:
         self.directory = loaded.directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> LanguageModel:
-        return cls(load_model_dir(directory, device, expect="gpt"))
+    def load(
+        cls,
+        directory: str | Path,
+        device: torch.device | str = "cpu",
+        quantize: str | None = None,
+    ) -> LanguageModel:
+        """Read ``directory``; ``quantize="int8"``: the Linear layers in int8
+        (:func:`aiayn.quantize.quantize_model`, CPU only)."""
+        loaded = load_model_dir(directory, device, expect="gpt")
+        loaded.model = quantize_model(loaded.model, quantize)
+        return cls(loaded)
 
     def encode_prompt(self, prompt: str) -> list[int]:
         """Token ids of ``prompt`` (an empty prompt starts from a line break)."""
@@ -699,7 +709,10 @@ def sample_text(
 
 
 def evaluate_lm(
-    model_dir: str | Path, text_spec: str, device: torch.device | str = "cpu"
+    model_dir: str | Path,
+    text_spec: str,
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
 ) -> dict[str, float]:
     """Loss (nats per token), perplexity and token count of a language model on a text.
 
@@ -709,7 +722,7 @@ def evaluate_lm(
     Returns:
         ``{"loss": ..., "perplexity": ..., "tokens": ...}``.
     """
-    lm = LanguageModel.load(model_dir, device)
+    lm = LanguageModel.load(model_dir, device, quantize)
     tokens = encode_text(lm.tokenizer, load_text(text_spec, "valid"))
     if tokens.numel() < 2:
         raise AiaynError(f"{text_spec}: needs at least two tokens to score")

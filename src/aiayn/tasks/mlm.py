@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..data.builtin import BuiltinKind, is_builtin, resolve_builtin
 from ..errors import AiaynError
+from ..quantize import quantize_model
 from ..training.forward import logits_at
 
 if TYPE_CHECKING:
@@ -73,14 +74,21 @@ class SentenceEncoder:
         self.normalize = normalize
 
     @classmethod
-    def load(cls, spec: str, device: torch.device | str = "cpu") -> SentenceEncoder:
-        """``builtin:minilm``, an aiayn BERT model directory, or a Hugging Face BERT folder.
+    def load(
+        cls, spec: str, device: torch.device | str = "cpu", quantize: str | None = None
+    ) -> SentenceEncoder:
+        """``builtin:minilm``, an aiayn BERT model directory, or a Hugging Face BERT folder;
+        ``quantize="int8"``: the encoder's Linear layers in int8 (:func:`aiayn.quantize.quantize_model`,
+        CPU only).
 
         Raises:
             AiaynError: unknown builtin name, missing package, or an unusable directory.
         """
         model, tokenizer, pooling = load_text_model(spec, device)
-        return cls(model, tokenizer, pooling, normalize=True)
+        encoder = cls(model, tokenizer, pooling, normalize=True)
+        # After unwrapping: a masked-LM head the embedder never runs is not worth packing.
+        encoder.model = quantize_model(encoder.model, quantize)
+        return encoder
 
     @property
     def device(self) -> torch.device:

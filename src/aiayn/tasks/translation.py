@@ -36,6 +36,7 @@ from ..logits import DecodingControls
 from ..metrics import corpus_bleu_chrf
 from ..modeldir import LoadedModel, load_model_dir, write_model_info
 from ..models.seq2seq import Transformer, TransformerConfig
+from ..quantize import quantize_model
 from ..training import distributed
 from ..training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
 from ..training.losses import label_smoothed_cross_entropy
@@ -774,9 +775,15 @@ class Translator:
         directory: str | Path,
         device: torch.device | str = "cpu",
         ensemble: Sequence[str | Path] = (),
+        quantize: str | None = None,
     ) -> Translator:
+        """Read ``directory`` (and the ``ensemble`` members); ``quantize="int8"``: each model's
+        Linear layers in int8 (:func:`aiayn.quantize.quantize_model`, CPU only)."""
+
         def read(d: str | Path) -> LoadedModel:
-            return load_model_dir(d, device, expect="transformer")
+            loaded = load_model_dir(d, device, expect="transformer")
+            loaded.model = quantize_model(loaded.model, quantize)
+            return loaded
 
         return cls(read(directory), [read(d) for d in ensemble])
 
@@ -940,9 +947,10 @@ def evaluate_translation(
     alpha: float = 0.6,
     swap: bool = False,
     device: torch.device | str = "cpu",
+    quantize: str | None = None,
 ) -> dict[str, float]:
-    """BLEU and chrF (sacreBLEU) of a model on a test set."""
-    translator = Translator.load(model_dir, device)
+    """BLEU and chrF (sacreBLEU) of a model on a test set (``quantize``: as :meth:`Translator.load`)."""
+    translator = Translator.load(model_dir, device, quantize=quantize)
     pairs = load_pairs(test_spec, "test", swap)
     hyps = translator.translate([s for s, _ in pairs], beam=beam, alpha=alpha, truncate=True)
     scores = corpus_bleu_chrf(hyps, [t for _, t in pairs])

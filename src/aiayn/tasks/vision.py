@@ -81,10 +81,20 @@ class ImageClassifier:
             ) from None
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> ImageClassifier:
+    def load(
+        cls,
+        directory: str | Path,
+        device: torch.device | str = "cpu",
+        quantize: str | None = None,
+    ) -> ImageClassifier:
+        """Read a ``vit`` directory; ``quantize="int8"``: the Linear layers in int8
+        (:func:`aiayn.quantize.quantize_model`, CPU only; the patch convolution stays float32)."""
         from ..modeldir import load_model_dir
+        from ..quantize import quantize_model
 
-        return cls(load_model_dir(directory, device, expect="vit"))
+        loaded = load_model_dir(directory, device, expect="vit")
+        loaded.model = quantize_model(loaded.model, quantize)
+        return cls(loaded)
 
     @property
     def device(self) -> torch.device:
@@ -428,7 +438,10 @@ def train_vit(
 
 
 def evaluate_classifier(
-    model_dir: str | Path, dataset_spec: str, device: torch.device | str = "cpu"
+    model_dir: str | Path,
+    dataset_spec: str,
+    device: torch.device | str = "cpu",
+    quantize: str | None = None,
 ) -> dict[str, float]:
     """Accuracy of a ViT classifier: ``builtin:digits`` (its test split) or a class-folder tree.
 
@@ -440,7 +453,7 @@ def evaluate_classifier(
     """
     from ..data.images import load_images
 
-    classifier = ImageClassifier.load(model_dir, device)
+    classifier = ImageClassifier.load(model_dir, device, quantize)
     if is_builtin(dataset_spec):
         data = load_images(dataset_spec, "test", classifier.size, classifier.channels)
         if tuple(data.classes) != classifier.classes:
