@@ -1,7 +1,8 @@
 """The command line of model conversion: ``aiayn import`` (Hugging Face folder -> aiayn model folder)
-and ``aiayn export`` (aiayn model folder -> Hugging Face folder).
+and ``aiayn export`` (aiayn model folder -> Hugging Face folder, or CTranslate2 folder).
 
-The conversions themselves are :mod:`aiayn.interop.pretrained` and :mod:`aiayn.interop.hf_export`.
+The conversions themselves are :mod:`aiayn.interop.pretrained`, :mod:`aiayn.interop.hf_export` and
+:mod:`aiayn.interop.ct2`.
 """
 
 from __future__ import annotations
@@ -76,14 +77,38 @@ def _check_export_out(out: Path, overwrite: bool) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ..interop.hf_export import export_hf
-
     directory, out = Path(args.model_dir), Path(args.out)
     if _same_folder(directory, out):
         raise AiaynError(f"--out {out}: is the folder being exported; choose another one")
+    if args.quantize and args.to != "ctranslate2":
+        raise AiaynError("--quantize: only with --to ctranslate2 (a Hugging Face folder is float)")
     _check_export_out(out, args.overwrite)
+    if args.to == "ctranslate2":
+        print(json.dumps(_export_ctranslate2(directory, out, args.quantize)))
+        return 0
+    from ..interop.hf_export import export_hf
+
     print(json.dumps(export_hf(directory, out)))
     return 0
+
+
+def _export_ctranslate2(directory: Path, out: Path, quantize: str | None) -> dict[str, object]:
+    try:
+        from ..interop.ct2 import save_ctranslate2
+    except ImportError:  # pragma: no cover - the extra is part of the dev install
+        raise AiaynError(
+            "--to ctranslate2 needs the ctranslate2 package: pip install 'aiayn[ctranslate2]'"
+        ) from None
+    from ..interop.pretrained import read_model_folder
+
+    initial = read_model_folder(directory)
+    if initial.kind != "transformer":
+        raise AiaynError(
+            f"{directory}: a {initial.kind} model; --to ctranslate2 exports translation models"
+        )
+    tokenizers = initial.tokenizers
+    save_ctranslate2(initial.build(), tokenizers["source"], tokenizers["target"], out, quantize)
+    return {"kind": initial.kind, "format": "ctranslate2", "quantize": quantize, "out": str(out)}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,19 +136,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export",
-        help="convert an aiayn model folder into a Hugging Face model folder",
+        help="convert an aiayn model folder into a Hugging Face or CTranslate2 model folder",
         description="Writes what save_pretrained writes (config.json, model.safetensors) and the "
         "tokenizer: tokenizer.json + tokenizer_config.json, or Marian's source.spm + target.spm "
         "+ vocab.json for a model imported with them; a ViT gets preprocessor_config.json. GPT "
         "becomes GPT2LMHeadModel or LlamaForCausalLM, a translation model MarianMTModel, BERT "
         "BertForMaskedLM, ViT ViTForImageClassification; text classifiers are not exported. "
-        "Prints {kind, model_type, out}.",
+        "--to ctranslate2 writes a translation model for CTranslate2's Translator (model.bin, "
+        "config.json, the vocabularies, and aiayn_source/target_tokenizer.json to make its "
+        "pieces). Prints {kind, model_type, out} (hf) or {kind, format, quantize, out}.",
     )
     p.add_argument(
         "model_dir", metavar="DIR", help="aiayn model directory (written by aiayn train or import)"
     )
     p.add_argument(
-        "--to", required=True, choices=("hf",), help="target format (hf: transformers' folder)"
+        "--to",
+        required=True,
+        choices=("hf", "ctranslate2"),
+        help="target format (hf: transformers' folder; ctranslate2: CTranslate2's, translation "
+        "models only, needs the ctranslate2 package)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="with --to ctranslate2: int8 weights (CTranslate2's own quantisation; default float32)",
     )
     p.add_argument(
         "--out",
