@@ -7,10 +7,11 @@ make_local_mask(T, window=w))`` (SDPA with a T×T boolean mask). "local" is
 :func:`aiayn.local_attention.local_attention`, equal to it to rounding (tests/test_local_attention.py).
 
 Memory: each configuration runs in a fresh subprocess, which measures its resident set just before
-the call and the high-water mark (``ru_maxrss``) just after the first full-size forward+backward
-(after a small warm-up call, so that faulting in kernel code is not counted); the difference is
-the peak extra memory of the step (inputs, masks, scores, softmax, gradients), whichever kernel or
-allocator made it. Inputs and gradients (6·B·H·T·Dh floats) are the same for both. Tracemalloc would miss torch's own allocations, and the
+the call, resets the process's high-water mark there (writing 5 to ``/proc/self/clear_refs``;
+otherwise the mark left by importing torch, ~420 MiB, hides every smaller step), and reads the mark
+(``VmHWM``) just after the first full-size forward+backward (after a small warm-up call, so that
+faulting in kernel code is not counted); the difference is the peak extra memory of the step
+(inputs, masks, scores, softmax, gradients), whichever kernel or allocator made it. Inputs and gradients (6·B·H·T·Dh floats) are the same for both. Tracemalloc would miss torch's own allocations, and the
 profiler's per-op figures do not add up to a peak; a per-process high-water mark does.
 """
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +34,20 @@ LENGTHS = (1024, 4096, 16384)
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _reset_high_water_mark() -> None:
+    """Make the resident set now the process's high-water mark (Linux: ``clear_refs`` = 5)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _high_water_mark_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def child(kind: str, T: int, window: int, repeats: int, threads: int) -> dict:
@@ -58,10 +72,11 @@ def child(kind: str, T: int, window: int, repeats: int, threads: int) -> dict:
     # A small call first, so that loading kernels' code and thread pools is not counted as memory.
     step(2 * window + 16)
     before = _rss_bytes()
+    _reset_high_water_mark()
     start = time.perf_counter()
     step(T)
     first = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before  # KiB on Linux
+    peak = _high_water_mark_bytes() - before
     times = [first]
     for _ in range(repeats - 1):
         start = time.perf_counter()

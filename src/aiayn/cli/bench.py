@@ -24,6 +24,9 @@ BENCHMARKS = (
     "bench_modern_blocks",
     # --quantize int8 vs float32 decoding at base size, each in its own process (about 3 minutes)
     "bench_quantize",
+    # aiayn vs CTranslate2 on the same weights (demo and base size), each engine in its own
+    # process (about 10 minutes; --quick: the demo model at batch 16 only)
+    "bench_ct2",
     # aiayn's defaults vs a plain recipe on 12 corpora, Bible verses in 8 minutes included (about
     # two hours); skipped by --quick
     "bench_robustness",
