@@ -1,7 +1,7 @@
 """The package's layers point one way: nothing imports from a layer above its own.
 
-cli -> tasks -> training, decoding, data, viz, interop, ... -> models -> layers -> attention,
-positional, masks, config. The test reads every module's imports (those inside functions too: a lazy
+cli -> serving -> tasks -> training, decoding, data, viz, interop, ... -> models -> layers ->
+attention, positional, masks, config. The test reads every module's imports (those inside functions too: a lazy
 import is still an arrow; ``if TYPE_CHECKING:`` blocks are annotations, not arrows) and fails on any
 that runs up, naming the file, the line and both layers.
 """
@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {"training", "decoding", "data", "viz", "interop", "metrics", "modeldir", "quantize"},
     ),
     ("tasks", {"tasks", "experiments"}),
+    ("serving", {"serving"}),
     ("cli", {"cli", "bench", "__main__", "__init__"}),
 ]
 
