@@ -183,3 +183,77 @@ def test_export_command_refuses_a_default_layout_and_a_foreign_folder(tmp_path, 
     assert main(["export", str(default), "--to", "ctranslate2", "--out", str(mine)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+# ---- GPT -> CTranslate2's Generator ----------------------------------------------------------------
+
+GPT_LAYOUTS = {
+    "gpt2": dict(),
+    "gated-rms": dict(activation="swiglu", norm="rmsnorm", bias=False, d_ff=96, tie_output=False),
+    "sinusoidal": dict(positional="sinusoidal", activation="gelu"),
+}
+
+
+@pytest.fixture(scope="module", params=list(GPT_LAYOUTS))
+def exported_gpt(request, tmp_path_factory):
+    from aiayn.interop.ct2 import save_ctranslate2_generator
+    from aiayn.models.gpt import GPT, GPTConfig
+
+    tokenizer = CharTokenizer.train(SOURCE_TEXT)
+    shape = dict(max_len=64, d_model=64, num_heads=4, d_ff=128, num_layers=2, dropout=0.0)
+    config = GPTConfig(
+        vocab_size=tokenizer.vocab_size,
+        attention_dropout=0.0,
+        **{**shape, **GPT_LAYOUTS[request.param]},
+    )
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)
+    out = tmp_path_factory.mktemp(f"ct2-gpt-{request.param}")
+    save_ctranslate2_generator(model, tokenizer, out)
+    generator = ctranslate2.Generator(str(out), device="cpu", intra_threads=1)
+    return model, tokenizer, generator
+
+
+def test_ctranslate2_generator_scores_and_continues_as_aiayn_does(exported_gpt):
+    from aiayn.decoding import generate
+
+    model, tokenizer, generator = exported_gpt
+    texts = ["abc def", "kaj", "ponm lkj"]
+    prompts = [[tokenizer.bos_id, *tokenizer.encode(t)] for t in texts]
+    pieces = [[tokenizer.id_to_token(i) for i in p] for p in prompts]
+    with torch.no_grad():
+        for prompt, scored in zip(prompts, generator.score_batch(pieces)):
+            logp = model(torch.tensor([prompt])).log_softmax(-1)[0]
+            ours = [float(logp[t, tok]) for t, tok in enumerate(prompt[1:])]
+            assert scored.log_probs == pytest.approx(ours, abs=2e-4)
+    new = 12  # exactly this many: <eos> kept out on both sides
+    ours = generate(
+        model, prompts, new, temperature=0.0, suppress=[tokenizer.eos_id], pad_id=tokenizer.pad_id
+    )
+    theirs = generator.generate_batch(
+        pieces, max_length=new, min_length=new, sampling_topk=1, include_prompt_in_result=False
+    )
+    assert [r.sequences[0] for r in theirs] == [[tokenizer.id_to_token(i) for i in o] for o in ours]
+
+
+def test_export_command_writes_a_gpt_folder_ctranslate2_s_generator_loads(tmp_path, capsys):
+    from tiny_translation import tiny_lm_model_dir
+
+    out = tmp_path / "ct2-gpt"
+    assert main(["export", str(tiny_lm_model_dir()), "--to", "ctranslate2", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["kind"] == "gpt"
+    assert (out / "aiayn_tokenizer.json").is_file()
+    generator = ctranslate2.Generator(str(out), device="cpu", intra_threads=1)
+    result = generator.generate_batch([["<bos>", "t", "h"]], max_length=5, sampling_topk=1)
+    assert result[0].sequences[0][:2] == ["t", "h"]  # the prompt (CTranslate2 drops <bos>)
+
+
+def test_export_command_refuses_quantize_for_hf(tmp_path, capsys):
+    directory = _model_dir(tmp_path, "paper")
+    argv = ["export", str(directory), "--to", "hf", "--out", str(tmp_path / "hf")]
+    assert main([*argv, "--quantize", "int8"]) == 2
+    assert "only with --to ctranslate2" in capsys.readouterr().err

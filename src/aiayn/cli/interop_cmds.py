@@ -93,21 +93,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _export_ctranslate2(directory: Path, out: Path, quantize: str | None) -> dict[str, object]:
-    try:
-        from ..interop.ct2 import save_ctranslate2
-    except ImportError:  # pragma: no cover - the extra is part of the dev install
+    import importlib.util
+
+    if importlib.util.find_spec("ctranslate2") is None:
         raise AiaynError(
             "--to ctranslate2 needs the ctranslate2 package: pip install 'aiayn[ctranslate2]'"
-        ) from None
+        )
+    from ..interop.ct2 import save_ctranslate2, save_ctranslate2_generator
     from ..interop.pretrained import read_model_folder
 
     initial = read_model_folder(directory)
-    if initial.kind != "transformer":
-        raise AiaynError(
-            f"{directory}: a {initial.kind} model; --to ctranslate2 exports translation models"
-        )
     tokenizers = initial.tokenizers
-    save_ctranslate2(initial.build(), tokenizers["source"], tokenizers["target"], out, quantize)
+    if initial.kind == "transformer":
+        model = initial.build()
+        save_ctranslate2(model, tokenizers["source"], tokenizers["target"], out, quantize)
+    elif initial.kind == "gpt":
+        save_ctranslate2_generator(initial.build(), tokenizers["text"], out, quantize)
+    else:
+        raise AiaynError(
+            f"{directory}: a {initial.kind} model; --to ctranslate2 exports translation models "
+            "(for its Translator) and GPTs (for its Generator)"
+        )
     return {"kind": initial.kind, "format": "ctranslate2", "quantize": quantize, "out": str(out)}
 
 
@@ -142,9 +148,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "+ vocab.json for a model imported with them; a ViT gets preprocessor_config.json. GPT "
         "becomes GPT2LMHeadModel or LlamaForCausalLM, a translation model MarianMTModel, BERT "
         "BertForMaskedLM, ViT ViTForImageClassification; text classifiers are not exported. "
-        "--to ctranslate2 writes a translation model for CTranslate2's Translator (model.bin, "
-        "config.json, the vocabularies, and aiayn_source/target_tokenizer.json to make its "
-        "pieces). Prints {kind, model_type, out} (hf) or {kind, format, quantize, out}.",
+        "--to ctranslate2 writes a translation model for CTranslate2's Translator, a GPT for its "
+        "Generator (model.bin, config.json, the vocabularies, and the aiayn_*tokenizer.json "
+        "files that make their pieces). Prints {kind, model_type, out} (hf) or {kind, format, quantize, out}.",
     )
     p.add_argument(
         "model_dir", metavar="DIR", help="aiayn model directory (written by aiayn train or import)"
@@ -153,8 +159,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--to",
         required=True,
         choices=("hf", "ctranslate2"),
-        help="target format (hf: transformers' folder; ctranslate2: CTranslate2's, translation "
-        "models only, needs the ctranslate2 package)",
+        help="target format (hf: transformers' folder; ctranslate2: CTranslate2's, for "
+        "translation models and GPTs, needs the ctranslate2 package)",
     )
     p.add_argument(
         "--quantize",

@@ -1,4 +1,5 @@
-"""``aiayn export DIR --to ctranslate2``: a translation model for CTranslate2, OpenNMT's C++ engine.
+"""``aiayn export DIR --to ctranslate2``: a translation model or a GPT for CTranslate2, OpenNMT's C++
+engine (its ``Translator`` and ``Generator``).
 
 CTranslate2 (``pip install ctranslate2``, the ``aiayn[ctranslate2]`` extra) describes a model by a
 *spec*, ``ctranslate2.specs.TransformerSpec``, which its own converters fill from other frameworks'
@@ -19,9 +20,12 @@ What maps, and how:
   source given as aiayn's pieces gives aiayn's target pieces;
 * the vocabulary: aiayn's piece for every id (``Tokenizer.id_to_token``), so ids and pieces agree.
 
-The folder also gets ``aiayn_source_tokenizer.json`` / ``aiayn_target_tokenizer.json`` (Hugging Face
+A GPT becomes CTranslate2's decoder-only model (GPT-2's pre-norm layout, added positions only; the
+vocabulary's ``<bos>``/``<eos>``/``<unk>`` named in its config). The folder also gets
+``aiayn_source_tokenizer.json`` / ``aiayn_target_tokenizer.json`` (Hugging Face
 ``tokenizers`` files, when the tokenizer has one), so a user can turn text into the pieces
-CTranslate2 expects without aiayn: ``Tokenizer.from_file(...).encode(text).tokens``.
+CTranslate2 expects without aiayn: ``Tokenizer.from_file(...).encode(text).tokens`` (a GPT's:
+``aiayn_tokenizer.json``).
 """
 
 from __future__ import annotations
@@ -36,9 +40,16 @@ import torch
 
 from ..data.tokenizers import BOS_TOKEN, EOS_TOKEN, UNK_TOKEN
 from ..errors import ConfigError
+from ..models.gpt import GPT
 from ..models.seq2seq import Transformer
 
-__all__ = ["CT2_QUANTIZATIONS", "ctranslate2_problems", "save_ctranslate2", "source_pieces"]
+__all__ = [
+    "CT2_QUANTIZATIONS",
+    "ctranslate2_problems",
+    "save_ctranslate2",
+    "save_ctranslate2_generator",
+    "source_pieces",
+]
 
 #: Rows of a sinusoidal position table written for CTranslate2 (learned ones: the model's own).
 SINUSOID_ROWS = 1024
@@ -47,17 +58,20 @@ SINUSOID_ROWS = 1024
 CT2_QUANTIZATIONS = {None: None, "int8": "int8"}
 
 
-def ctranslate2_problems(model: Transformer) -> list[str]:
-    """Why ``model`` has no CTranslate2 spec (empty: it has one)."""
+def ctranslate2_problems(model: Transformer | GPT) -> list[str]:
+    """Why ``model`` (a translation model or a GPT) has no CTranslate2 spec (empty: it has one)."""
     c = model.config
     problems = []
-    if c.final_norm != c.norm_first:
+    if isinstance(model, GPT):
+        if c.positional not in ("learned", "sinusoidal", "sinusoidal_halves"):
+            problems.append(f"positional={c.positional}: only added positions are exported")
+    elif c.final_norm != c.norm_first:
         problems.append(
             "CTranslate2 has a LayerNorm after each stack exactly when the layers are pre-norm "
             f"(this model: norm_first={c.norm_first}, final_norm={c.final_norm}; "
             "train with final_norm=false, or norm_first=true)"
         )
-    if c.positional not in ("sinusoidal", "sinusoidal_halves", "learned"):
+    elif c.positional not in ("sinusoidal", "sinusoidal_halves", "learned"):
         problems.append(f"positional={c.positional} (rotary/ALiBi) has no CTranslate2 counterpart")
     if c.attention != "dot" or c.attention_window is not None:
         problems.append("needs full dot-product attention (no additive scoring, no window)")
@@ -83,25 +97,52 @@ def save_ctranslate2(
         ConfigError: the model has no CTranslate2 spec (see :func:`ctranslate2_problems`), or its
             vocabulary repeats a piece.
     """
-    problems = ctranslate2_problems(model)
-    if problems:
-        raise ConfigError("cannot export to CTranslate2: " + "; ".join(problems))
+    _refuse_problems(model)
     spec = _spec(model)
     for register, tokenizer, side in (
         (spec.register_source_vocabulary, source_tokenizer, "source"),
         (spec.register_target_vocabulary, target_tokenizer, "target"),
     ):
         register(_pieces(tokenizer, side))
+    return _write(spec, {"source": source_tokenizer, "target": target_tokenizer}, out, quantize)
+
+
+def save_ctranslate2_generator(
+    model: GPT, tokenizer: Any, out: str | Path, quantize: str | None = None
+) -> Path:
+    """Write a GPT as a CTranslate2 model folder for ``ctranslate2.Generator`` (as
+    :func:`save_ctranslate2`: staged, then moved in). The tokenizer file is
+    ``aiayn_tokenizer.json``.
+
+    Raises:
+        ConfigError: the GPT has no CTranslate2 spec, or its vocabulary repeats a piece.
+    """
+    _refuse_problems(model)
+    spec = _generator_spec(model, tokenizer)
+    spec.register_vocabulary(_pieces(tokenizer, "model"))
+    return _write(spec, {"": tokenizer}, out, quantize)
+
+
+def _refuse_problems(model: Transformer | GPT) -> None:
+    problems = ctranslate2_problems(model)
+    if problems:
+        raise ConfigError("cannot export to CTranslate2: " + "; ".join(problems))
+
+
+def _write(spec: Any, tokenizers: dict[str, Any], out: str | Path, quantize: str | None) -> Path:
+    """Convert ``spec`` into a staging folder beside ``out``, add the tokenizer files
+    (``aiayn_{role}_tokenizer.json``), then move everything into ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         converted = staging / "model"
         _convert(spec, converted, CT2_QUANTIZATIONS[quantize])
-        for side, tokenizer in (("source", source_tokenizer), ("target", target_tokenizer)):
+        for role, tokenizer in tokenizers.items():
             hf = _hf_tokenizer(tokenizer)
             if hf is not None:
-                hf.save(str(converted / f"aiayn_{side}_tokenizer.json"))
+                name = f"aiayn_{role}_tokenizer.json" if role else "aiayn_tokenizer.json"
+                hf.save(str(converted / name))
         out.mkdir(exist_ok=True)
         for path in converted.iterdir():
             path.replace(out / path.name)
@@ -127,6 +168,7 @@ def _activations() -> dict[str, tuple[Any, bool]]:
     return {
         "relu": (act.RELU, False),
         "gelu": (act.GELU, False),
+        "gelu_tanh": (act.GELUTanh, False),
         "silu": (act.SWISH, False),
         "swiglu": (act.SWISH, True),
         "geglu": (act.GELU, True),
@@ -134,7 +176,7 @@ def _activations() -> dict[str, tuple[Any, bool]]:
 
 
 #: The activations :func:`_activations` maps (named here so the checks need no import).
-_ACTIVATIONS = ("relu", "gelu", "silu", "swiglu", "geglu")
+_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
 
 
 def _spec(model: Transformer) -> Any:
@@ -187,6 +229,53 @@ def _spec(model: Transformer) -> Any:
     spec.decoder.projection.weight = state[f"{head}.weight"]
     if "lm_head.bias" in state:
         spec.decoder.projection.bias = state["lm_head.bias"]
+    return spec
+
+
+def _generator_spec(model: GPT, tokenizer: Any) -> Any:
+    """GPT-2's layout in CTranslate2: pre-norm blocks (``norm1`` before attention, ``norm3``
+    before the FFN), a final LayerNorm, unscaled embeddings plus positions."""
+    from ctranslate2.specs import transformer_spec
+
+    c = model.config
+    activation, gated = _activations()[c.activation]
+    spec = transformer_spec.TransformerDecoderModelSpec.from_config(
+        c.num_layers,
+        c.num_heads,
+        pre_norm=True,
+        activation=activation,
+        ffn_glu=gated,
+        rms_norm=c.norm == "rmsnorm",
+    )
+    config = spec.config
+    config.bos_token, config.eos_token, config.unk_token = (
+        tokenizer.id_to_token(i) for i in (tokenizer.bos_id, tokenizer.eos_id, tokenizer.unk_id)
+    )
+    config.layer_norm_epsilon = c.layer_norm_eps
+    state = {name: t.detach().float().cpu().numpy() for name, t in model.state_dict().items()}
+    decoder = spec.decoder
+    decoder.scale_embeddings = False
+    decoder.embeddings.weight = state["tok_emb.weight"]
+    if isinstance(model.pos_emb, torch.nn.Embedding):
+        decoder.position_encodings.encodings = state["pos_emb.weight"]
+    else:
+        rows = max(c.max_len, SINUSOID_ROWS)
+        table = model.pos_emb(torch.zeros(1, rows, c.d_model), positions=torch.arange(rows))
+        decoder.position_encodings.encodings = table[0].detach().float().numpy()
+    _norm(decoder.layer_norm, state, "decoder.norm")
+    for i, layer in enumerate(decoder.layer):
+        prefix = f"decoder.layers.{i}"
+        _norm(layer.self_attention.layer_norm, state, f"{prefix}.norm1")
+        _attention(layer.self_attention, state, f"{prefix}.self_attn", self_attention=True)
+        _norm(layer.ffn.layer_norm, state, f"{prefix}.norm3")
+        _linear(layer.ffn.linear_0, state, f"{prefix}.ffn.linear1")
+        if gated:
+            _linear(layer.ffn.linear_0_noact, state, f"{prefix}.ffn.linear3")
+        _linear(layer.ffn.linear_1, state, f"{prefix}.ffn.linear2")
+    head = "tok_emb" if c.tie_output else "lm_head"
+    decoder.projection.weight = state[f"{head}.weight"]
+    if "lm_head.bias" in state:
+        decoder.projection.bias = state["lm_head.bias"]
     return spec
 
 
