@@ -62,17 +62,16 @@ def ctranslate2_problems(model: Transformer | GPT) -> list[str]:
     """Why ``model`` (a translation model or a GPT) has no CTranslate2 spec (empty: it has one)."""
     c = model.config
     problems = []
-    if isinstance(model, GPT):
-        if c.positional not in ("learned", "sinusoidal", "sinusoidal_halves"):
-            problems.append(f"positional={c.positional}: only added positions are exported")
-    elif c.final_norm != c.norm_first:
+    if not isinstance(model, GPT) and c.final_norm != c.norm_first:
         problems.append(
             "CTranslate2 has a LayerNorm after each stack exactly when the layers are pre-norm "
             f"(this model: norm_first={c.norm_first}, final_norm={c.final_norm}; "
             "train with final_norm=false, or norm_first=true)"
         )
-    elif c.positional not in ("sinusoidal", "sinusoidal_halves", "learned"):
-        problems.append(f"positional={c.positional} (rotary/ALiBi) has no CTranslate2 counterpart")
+    if c.positional not in ("sinusoidal", "sinusoidal_halves", "learned"):
+        problems.append(
+            f"positional={c.positional}: only positions added to the embeddings are exported"
+        )
     if c.attention != "dot" or c.attention_window is not None:
         problems.append("needs full dot-product attention (no additive scoring, no window)")
     if c.num_kv_heads not in (None, c.num_heads):
