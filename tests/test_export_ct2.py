@@ -16,7 +16,8 @@ from aiayn.decoding import beam_search, greedy_search
 from aiayn.errors import ConfigError
 from aiayn.interop.ct2 import ctranslate2_problems, save_ctranslate2, source_pieces
 from aiayn.models.seq2seq import PRESETS, Transformer
-from aiayn.tasks.translation import save_translation_model
+from aiayn.tasks.translation import TranslationTask
+from aiayn.training.checkpoint import WEIGHTS_FILE, save_weights
 
 ctranslate2 = pytest.importorskip("ctranslate2")
 
@@ -140,7 +141,22 @@ def test_layouts_ctranslate2_cannot_hold_are_refused_in_one_line(tmp_path):
 def _model_dir(tmp_path: Path, layout: str) -> Path:
     model, src_tok, tgt_tok = _model(layout)
     directory = tmp_path / f"model-{layout}"
-    return save_translation_model(directory, model, src_tok, tgt_tok)
+    pairs = [(SOURCE_TEXT, TARGET_TEXT)]
+    task = TranslationTask(
+        model,
+        src_tok,
+        tgt_tok,
+        pairs,
+        pairs,
+        batch_tokens=256,
+        label_smoothing=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+        max_len=model.config.max_len,
+    )
+    task.write_model_files(directory)
+    save_weights(model, directory / WEIGHTS_FILE)
+    return directory
 
 
 def test_export_command_writes_a_folder_ctranslate2_loads(tmp_path, capsys):

@@ -22,7 +22,8 @@ import torch
 from aiayn.data.tokenizers import EOS_ID, BPETokenizer, CharTokenizer
 from aiayn.modeldir import save_model_dir
 from aiayn.models.seq2seq import PRESETS, Transformer
-from aiayn.tasks.translation import save_translation_model
+from aiayn.tasks.translation import TranslationTask
+from aiayn.training.checkpoint import WEIGHTS_FILE, save_weights
 
 PAIRS = [
     ("我是一个学生", "I am a student"),
@@ -63,7 +64,21 @@ def tiny_translation_model_dir() -> Path:
     torch.random.set_rng_state(generator_state)
     with torch.no_grad():
         model.lm_head.weight[EOS_ID].zero_()  # tied to the target embedding: <eos> logit is 0
-    return save_translation_model(directory, model, src_tok, tgt_tok)
+    task = TranslationTask(
+        model,
+        src_tok,
+        tgt_tok,
+        PAIRS,
+        PAIRS,
+        batch_tokens=256,
+        label_smoothing=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+        max_len=config.max_len,
+    )
+    task.write_model_files(directory)
+    save_weights(model, directory / WEIGHTS_FILE)
+    return directory
 
 
 @functools.cache

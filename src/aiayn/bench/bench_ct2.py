@@ -51,8 +51,8 @@ def _base_model_dir(directory: Path) -> Path:
     """A base-size model folder with seeded random weights, written as training writes one."""
     from aiayn.data.tokenizers import EOS_ID, CharTokenizer
     from aiayn.models.seq2seq import PRESETS, Transformer
-    from aiayn.tasks.translation import save_translation_model
-    from aiayn.training.checkpoint import WEIGHTS_FILE
+    from aiayn.tasks.translation import TranslationTask
+    from aiayn.training.checkpoint import WEIGHTS_FILE, save_weights
 
     if (directory / WEIGHTS_FILE).exists():
         return directory
@@ -66,7 +66,22 @@ def _base_model_dir(directory: Path) -> Path:
     model = Transformer(config).eval()
     with torch.no_grad():
         model.lm_head.bias[EOS_ID] = -1e4  # no sentence ends early: every run does the same work
-    return save_translation_model(directory, model, tokenizer, tokenizer)
+    pairs = [("".join(chars[:8]), "".join(chars[:8]))]
+    task = TranslationTask(
+        model,
+        tokenizer,
+        tokenizer,
+        pairs,
+        pairs,
+        batch_tokens=256,
+        label_smoothing=0.0,
+        seed=0,
+        device=torch.device("cpu"),
+        max_len=config.max_len,
+    )
+    task.write_model_files(directory)
+    save_weights(model, directory / WEIGHTS_FILE)
+    return directory
 
 
 def _demo_model_dir(quick: bool) -> Path:

@@ -39,7 +39,6 @@ from ..models.seq2seq import Transformer, TransformerConfig
 from ..quantize import quantize_model
 from ..training import distributed
 from ..training.budget import TARGET_STEPS, Budget, choose_batch, preserved_rng, seconds_per_step
-from ..training.checkpoint import WEIGHTS_FILE, save_weights
 from ..training.losses import label_smoothed_cross_entropy
 from ..training.optim import paper_adam
 from ..training.run import RunOptions
@@ -422,46 +421,21 @@ class TranslationTask:
         return {"val_loss": total / max(tokens, 1), "bleu": scores["bleu"], "chrf": scores["chrf"]}
 
     def write_model_files(self, directory: Path) -> None:
+        # One shared vocabulary is one file, listed for both roles.
+        joint = self.src_tok is self.tgt_tok
+        target = SOURCE_TOKENIZER if joint else TARGET_TOKENIZER
         training = {**self.info.get("training", {}), "length_ratio": self.length_ratio}
-        _write_model_files(
-            directory, self.model.config, self.src_tok, self.tgt_tok, training=training, **self.info
+        write_model_info(
+            directory,
+            "transformer",
+            self.model.config,
+            task="translate",
+            tokenizers={"source": SOURCE_TOKENIZER, "target": target},
+            **{**self.info, "training": training},
         )
-
-
-def _write_model_files(
-    directory: Path,
-    config: TransformerConfig,
-    src_tok: Tokenizer,
-    tgt_tok: Tokenizer,
-    **info: Any,
-) -> None:
-    """``config.json`` and the tokenizer files of a translation model folder."""
-    # One shared vocabulary is one file, listed for both roles.
-    joint = src_tok is tgt_tok
-    target = SOURCE_TOKENIZER if joint else TARGET_TOKENIZER
-    write_model_info(
-        directory,
-        "transformer",
-        config,
-        task="translate",
-        tokenizers={"source": SOURCE_TOKENIZER, "target": target},
-        **info,
-    )
-    src_tok.save(directory, SOURCE_TOKENIZER.removesuffix(".json"))
-    if not joint:
-        tgt_tok.save(directory, TARGET_TOKENIZER.removesuffix(".json"))
-
-
-def save_translation_model(
-    directory: str | Path, model: Transformer, src_tok: Tokenizer, tgt_tok: Tokenizer
-) -> Path:
-    """A model folder for ``model`` and its tokenizers, as training writes one (config, tokenizers,
-    weights), for models built by code: benchmarks, tests, conversions."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _write_model_files(directory, model.config, src_tok, tgt_tok)
-    save_weights(model, directory / WEIGHTS_FILE)
-    return directory
+        self.src_tok.save(directory, SOURCE_TOKENIZER.removesuffix(".json"))
+        if not joint:
+            self.tgt_tok.save(directory, TARGET_TOKENIZER.removesuffix(".json"))
 
 
 def _bleu_subset(
