@@ -201,3 +201,33 @@ def test_additive_attention_formula_and_masks():
     y, weights = mha(torch.randn(B, T, D), is_causal=True, need_weights=True)
     assert y.shape == (B, T, D) and torch.isfinite(y).all()
     assert (weights.triu(1) == 0).all()
+
+
+def test_lean_step_weights_follow_in_place_changes():
+    """The concatenated/transposed weights a decoding step uses are kept between runs, and rebuilt
+    when a weight changes in place (an optimizer step) or is replaced (load, device move)."""
+    from aiayn.attention import linear_op, rows_linear_op
+
+    torch.manual_seed(0)
+    layers = (torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    x = torch.randn(3, 8)
+
+    def expected():
+        return torch.cat([layer(x) for layer in layers], -1)
+
+    with torch.no_grad():
+        for make in (linear_op, rows_linear_op):
+            f, a, b = make(*layers)
+            torch.testing.assert_close(f(x, a, b), expected())
+            assert make(*layers)[1] is a  # kept, not rebuilt
+            layers[1].weight.add_(1.0)  # in place: the version counter moves
+            f, a2, b2 = make(*layers)
+            assert a2 is not a
+            torch.testing.assert_close(f(x, a2, b2), expected())
+            layers[0].weight = torch.nn.Parameter(torch.randn(8, 8))  # replaced
+            f, a3, b3 = make(*layers)
+            torch.testing.assert_close(f(x, a3, b3), expected())
+    # With gradients on, the op is built afresh and the graph reaches the layers' weights.
+    f, a, b = rows_linear_op(*layers)
+    f(x, a, b).sum().backward()
+    assert layers[0].weight.grad is not None and layers[1].bias.grad is not None

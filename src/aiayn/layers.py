@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import config as cfg
-from .attention import KVCache, LayerCache, MultiHeadAttention, linear_op
+from .attention import KVCache, LayerCache, MultiHeadAttention, rows_linear_op
 from .decoding_state import DecodingState, LayerStep
 from .dropout import Dropout
 from .positional import POSITIONAL_KINDS, ROTARY_LAYOUTS, ALiBi, RotaryEmbedding
@@ -394,7 +394,7 @@ class DecoderLayer(nn.Module):
         :class:`~aiayn.decoding_state.DecodingState`."""
         f = self.ffn
         act = f.activation
-        down, w2, b2 = linear_op(f.linear2)
+        down, w2, b2 = rows_linear_op(f.linear2)
         norm1, norm3 = _norm_function(self.norm1), _norm_function(self.norm3)
         self_attn = self.self_attn.self_step(cache.self_attn)
         cross_attn = norm2 = None
@@ -404,14 +404,14 @@ class DecoderLayer(nn.Module):
             norm2 = _norm_function(self.norm2)
 
         if f.linear3 is None:
-            up, w1, b1 = linear_op(f.linear1)
+            up, w1, b1 = rows_linear_op(f.linear1)
 
             def ffn(h: Tensor) -> Tensor:
                 return down(act(up(h, w1, b1)), w2, b2)
 
         else:
             # Gate and linear branch as one matmul over [W_1; W_3], concatenated once per cache.
-            gate_up, w13, b13 = linear_op(f.linear1, f.linear3)  # W (2F, D)
+            gate_up, w13, b13 = rows_linear_op(f.linear1, f.linear3)  # W (2F, D)
 
             def ffn(h: Tensor) -> Tensor:
                 gate, branch = gate_up(h, w13, b13).chunk(2, dim=-1)  # 2 x (B, F)
@@ -465,6 +465,10 @@ class Encoder(nn.Module):
 
         ``positions`` ``(S,)`` or ``(B, S)``: for rotary self-attention (default ``0 .. S - 1``).
         """
+        if key_mask is not None and bool(key_mask.all()):
+            # Nothing hidden (always so at batch 1): one check here, not an empty-row guard per
+            # layer, and the kernels run unmasked.
+            key_mask = None
         weights = []
         for layer in self.layers:
             # The window goes to the attention itself, which runs the O(T·w) local kernel.
@@ -539,6 +543,8 @@ class Decoder(nn.Module):
             ``(x (B, T, D), self weights per layer, cross weights per layer)``.
         """
         if cache is not None and x.shape[1] == 1:
+            if cache.steps is not None and not need_weights and not self.training:  # built
+                return self._step(x, memory, key_mask, memory_key_mask, cache, positions), [], []
             refusal = self.step_refusal(need_weights)
             if refusal is None:
                 return self._step(x, memory, key_mask, memory_key_mask, cache, positions), [], []
