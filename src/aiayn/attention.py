@@ -65,11 +65,12 @@ def linear_op(*layers: nn.Module) -> LinearOp:
 
 
 #: Weight matrices up to this many entries are multiplied from a transposed copy by
-#: :func:`rows_linear_op`: below it, a one-token product is short enough that the layout and the
+#: :func:`rows_linear_op`: there a one-token product is short enough that the layout and the
 #: dispatch of ``F.linear`` (``linear`` -> ``t`` -> ``addmm``) are a large part of its time
 #: (measured at one row, one thread: 128x128 8.9 -> 7.0 µs, 512x128 16.4 -> 10.3 µs, 850x128
-#: 22.3 -> 16.2 µs); above it the product is bandwidth-bound and a copy would only cost memory.
-SMALL_MATRIX = 1 << 20
+#: 22.3 -> 16.2 µs). Larger ones (a 512-wide model's) keep ``F.linear``: not measured to gain, and a
+#: copy would cost memory.
+SMALL_MATRIX = 1 << 17
 
 
 def rows_linear_op(*layers: nn.Module) -> LinearOp:
