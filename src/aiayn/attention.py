@@ -60,7 +60,7 @@ def linear_op(*layers: nn.Module) -> LinearOp:
     if all(isinstance(layer, nn.Linear) for layer in layers):
         if len(layers) == 1:
             return F.linear, layers[0].weight, layers[0].bias
-        return _derived(layers, "concatenated", lambda: (F.linear, *_concatenated(layers)))
+        return (F.linear, *_concatenated(layers))
     return _fused_op(layers)
 
 
@@ -74,19 +74,20 @@ SMALL_MATRIX = 1 << 17
 
 
 def rows_linear_op(*layers: nn.Module) -> LinearOp:
-    """:func:`linear_op` for ``(B, D)`` rows, as the lean decoding steps call it. Small float
-    matrices (:data:`SMALL_MATRIX`) are kept transposed and contiguous, ``(in, out)``, and
-    multiplied by ``torch.addmm`` directly; larger ones go to ``F.linear``."""
+    """:func:`linear_op` for ``(B, D)`` rows, as the lean decoding steps call it (built once per
+    decoding run). Small float matrices (:data:`SMALL_MATRIX`) are copied transposed and
+    contiguous, ``(in, out)``, and multiplied by ``torch.addmm`` directly; larger ones go to
+    ``F.linear``.
+
+    Not kept between runs: a weight can change without its version counter moving (measured: the
+    optimizers' updates during training left cached copies stale, and validation decoded with old
+    weights), so nothing derived from weights outlives one decoding run."""
     if not all(isinstance(layer, nn.Linear) for layer in layers):
         return _fused_op(layers)
-
-    def build() -> LinearOp:
-        weight, bias = _concatenated(layers)
-        if weight.numel() > SMALL_MATRIX:
-            return F.linear, weight, bias
-        return (_addmm if bias is not None else _mm), weight.t().contiguous(), bias
-
-    return _derived(layers, "rows", build)
+    weight, bias = _concatenated(layers)
+    if weight.numel() > SMALL_MATRIX:
+        return F.linear, weight, bias
+    return (_addmm if bias is not None else _mm), weight.t().contiguous(), bias
 
 
 def _fused_op(layers: tuple[nn.Module, ...]) -> LinearOp:
@@ -112,39 +113,6 @@ def _concatenated(layers: tuple[nn.Module, ...]) -> tuple[Tensor, Tensor | None]
     if layers[0].bias is not None:
         bias = torch.cat([layer.bias for layer in layers])
     return weight, bias
-
-
-def _derived(layers: tuple[nn.Module, ...], kind: str, build: Callable[[], Any]) -> Any:
-    """``build()``: a :data:`LinearOp` over tensors derived from the weights of ``layers``
-    (concatenated, transposed), kept on the first layer while no gradient is recorded and those
-    weights stay as they are.
-
-    Decoding asks for them once per run, which at batch 1 is once per sentence: rebuilding them
-    each time cost ~0.4 ms of a 6-ms sentence on the demo model. A weight that changes in place
-    (an optimizer step, ``load_state_dict``) moves its version counter; one replaced or moved to
-    another device has new storage: either makes a new key, so the tensors are built again.
-    With gradients on (training), ``build()`` runs every time, so the graph reaches the weights.
-    """
-    if torch.is_grad_enabled():
-        return build()
-    try:
-        # ``_parameters`` directly: nn.Module's attribute look-up costs a microsecond a name.
-        key = tuple(
-            (p.data_ptr(), p._version)
-            for layer in layers
-            for p in layer._parameters.values()
-            if p is not None
-        )
-    except RuntimeError:  # an inference tensor has no version counter to watch
-        return build()
-    store = layers[0].__dict__.setdefault("_derived_weights", {})
-    slot = (kind, tuple(map(id, layers)))
-    cached = store.get(slot)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    value = build()
-    store[slot] = (key, value)
-    return value
 
 
 def _guard_empty_rows(mask: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
