@@ -79,9 +79,9 @@ def rows_linear_op(*layers: nn.Module) -> LinearOp:
     contiguous, ``(in, out)``, and multiplied by ``torch.addmm`` directly; larger ones go to
     ``F.linear``.
 
-    Not kept between runs: a weight can change without its version counter moving (measured: the
-    optimizers' updates during training left cached copies stale, and validation decoded with old
-    weights), so nothing derived from weights outlives one decoding run."""
+    Not kept between runs: copies kept across runs and keyed by the weights' version counters
+    and storage went stale during training (validation decoded with old weights; three learning
+    tests failed), so nothing derived from weights outlives one decoding run."""
     if not all(isinstance(layer, nn.Linear) for layer in layers):
         return _fused_op(layers)
     weight, bias = _concatenated(layers)
