@@ -58,8 +58,6 @@ def linear_op(*layers: nn.Module) -> LinearOp:
     the float path pays no wrapper call per token and the int8 path reaches its kernel the same way.
     """
     if all(isinstance(layer, nn.Linear) for layer in layers):
-        if len(layers) == 1:
-            return F.linear, layers[0].weight, layers[0].bias
         return (F.linear, *_concatenated(layers))
     return _fused_op(layers)
 
