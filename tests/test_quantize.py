@@ -263,6 +263,38 @@ def test_classify_text_takes_the_flag(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["quantize"] == "int8"
 
 
+def test_fill_mask_and_search_take_the_flag(capsys, tmp_path):
+    from aiayn.tasks.fill_mask import MaskFiller
+
+    model = str(_bert_dir(tmp_path, classifier=False))
+    assert main(["fill-mask", "--model", model, "--quantize", "int8", "ab [MASK] c"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert len(row["masks"]) == 1 and len(row["masks"][0]) == 5
+    expected = MaskFiller.load(model).fill(["ab [MASK] c"])[0]["masks"][0]
+    assert row["masks"][0][0]["token"] in [m["token"] for m in expected[:3]]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abc\nxyz\nabd\n", encoding="utf-8")
+    assert (
+        main(["search", "--model", model, "--corpus", str(corpus), "--quantize", "int8", "abc"])
+        == 0
+    )
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert {h["text"] for h in hits} == {"abc", "xyz", "abd"}
+
+
+def test_score_takes_the_flag(capsys, tmp_path):
+    from aiayn.tasks.scoring import score_file
+
+    model = str(tiny_translation_model_dir())
+    tsv = tmp_path / "test.tsv"
+    tsv.write_text("我爱中国\tI love China\n", encoding="utf-8")
+    assert main(["score", "--model", model, "--test", str(tsv), "--quantize", "int8"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    expected = score_file(model, str(tsv))[0]
+    assert got["tokens"] == expected["tokens"]
+    assert got["logprob"] == pytest.approx(expected["logprob"], rel=0.1, abs=0.5)
+
+
 def test_serve_shows_the_precision():
     from aiayn.cli.serve import make_server
     from aiayn.modeldir import load_model_dir
@@ -279,7 +311,8 @@ def test_serve_shows_the_precision():
 
 
 def test_the_flag_is_on_every_inference_command(capsys):
-    for command in ("translate", "evaluate", "serve", "generate", "embed", "classify-text"):
+    commands = ("translate", "evaluate", "score", "serve", "generate", "embed", "classify-text")
+    for command in (*commands, "classify", "fill-mask", "search"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--quantize" in capsys.readouterr().out, command

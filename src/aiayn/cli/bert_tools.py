@@ -11,7 +11,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from .commands import add_device, positive_int, read_stdin_lines, resolve_device
+from .commands import add_device, add_quantize, inference_device, positive_int, read_stdin_lines
 
 
 def _write_lines(rows: list[dict]) -> None:
@@ -24,7 +24,7 @@ def _write_lines(rows: list[dict]) -> None:
 def _cmd_fill_mask(args: argparse.Namespace) -> int:
     from ..tasks.fill_mask import MaskFiller
 
-    filler = MaskFiller.load(args.model, resolve_device(args.device))
+    filler = MaskFiller.load(args.model, inference_device(args), args.quantize)
     _write_lines(filler.fill(args.text or read_stdin_lines(), top_k=args.top_k))
     return 0
 
@@ -34,7 +34,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from ..tasks.search import read_passages, search
 
     passages = read_passages(args.corpus)  # before loading the model: a bad file fails fast
-    encoder = SentenceEncoder.load(args.model, resolve_device(args.device))
+    encoder = SentenceEncoder.load(args.model, inference_device(args), args.quantize)
     queries = args.query or read_stdin_lines()
     hits = search(encoder, queries, passages, top_k=args.top_k, batch_size=args.batch_size)
     _write_lines([{"query": q, "hits": [asdict(h) for h in row]} for q, row in zip(queries, hits)])
@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--top-k", metavar="K", type=positive_int, default=5, help="tokens per [MASK] (default 5)"
     )
     p.add_argument("text", nargs="*", help="texts holding [MASK] (default: one per stdin line)")
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_fill_mask)
 
@@ -97,5 +98,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sentences per embedding batch (default 32)",
     )
     p.add_argument("query", nargs="*", help="queries (default: one per stdin line)")
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_search)

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from .commands import add_device, positive_int, resolve_device
+from .commands import add_device, add_quantize, inference_device, positive_int
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
@@ -20,7 +20,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         args.test,
         swap=args.swap,
         batch_tokens=args.batch_tokens,
-        device=resolve_device(args.device),
+        device=inference_device(args),
+        quantize=args.quantize,
     )
     out = sys.stdout
     for result in results:
@@ -64,5 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_BATCH_TOKENS,
         help=f"padded tokens per batch (default {DEFAULT_BATCH_TOKENS})",
     )
+    add_quantize(p)
     add_device(p)
     p.set_defaults(func=_cmd_score)

@@ -41,8 +41,12 @@ class MaskFiller:
         self.mask_token = tokenizer.id_to_token(tokenizer.mask_id)
 
     @classmethod
-    def load(cls, spec: str, device: torch.device | str = "cpu") -> MaskFiller:
-        """A model directory from ``aiayn train mlm`` or a Hugging Face ``BertForMaskedLM`` folder.
+    def load(
+        cls, spec: str, device: torch.device | str = "cpu", quantize: str | None = None
+    ) -> MaskFiller:
+        """A model directory from ``aiayn train mlm`` or a Hugging Face ``BertForMaskedLM`` folder;
+        ``quantize="int8"``: its Linear layers in int8 (:func:`aiayn.quantize.quantize_model`, CPU
+        only).
 
         Raises:
             AiaynError: an unusable directory, or a model without the masked-LM head.
@@ -56,7 +60,9 @@ class MaskFiller:
                 "sentence-transformers models keep the encoder only), so it cannot fill masks; use "
                 "a model from `aiayn train mlm` or a Hugging Face BertForMaskedLM folder"
             )
-        return cls(model, tokenizer)
+        from ..quantize import quantize_model
+
+        return cls(quantize_model(model, quantize), tokenizer)
 
     @property
     def device(self) -> torch.device:

@@ -96,9 +96,11 @@ def score_file(
     swap: bool = False,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     device: torch.device | str = "cpu",
+    quantize: str | None = None,
 ) -> list[dict[str, float | int]]:
     """``{"line", "logprob", "tokens", "ppl"}`` for each pair of a TSV file (``line``: its line in
     the file) or of ``builtin:NAME``'s test split (``line``: the pair's 1-based number).
+    ``quantize="int8"``: the model's Linear layers in int8 (CPU only).
 
     Raises:
         DataError: a malformed line, or a pair longer than the model's positions (named by line).
@@ -108,7 +110,7 @@ def score_file(
     from ..data.numbered_tsv import read_numbered_tsv
     from .translation import Translator, load_pairs
 
-    translator = Translator.load(model_dir, device)
+    translator = Translator.load(model_dir, device, quantize=quantize)
     if is_builtin(test_spec):
         pairs = load_pairs(test_spec, "test", swap)
         numbered = [(n, s, t) for n, (s, t) in enumerate(pairs, start=1)]
