@@ -31,8 +31,8 @@ BENCHMARKS = (
     "bench_ct2_gpt",
     # `aiayn serve` under 64 concurrent clients: dynamic batching vs one at a time (about 5 minutes)
     "bench_serve",
-    # aiayn's defaults vs a plain recipe on 12 corpora, Bible verses in 8 minutes included (about
-    # two hours); skipped by --quick
+    # aiayn's defaults vs a plain recipe on 20 corpora, Bible verses in 8 minutes included (87
+    # training minutes per system, about three and a half hours in all); skipped by --quick
     "bench_robustness",
 )
 
