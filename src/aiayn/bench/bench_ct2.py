@@ -23,11 +23,13 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from .ct2_worker import median_time
 from .harness import ROOT, machine_line, write_section
 
 SECTION = "Decoding vs CTranslate2 (same weights, each engine in its own process)"
@@ -157,14 +159,7 @@ def child(
     sources = json.loads(_sources_file(model_dir).read_text())
     quantize = "int8" if engine.endswith("int8") else None
     run = _aiayn_runner(model_dir, quantize, sources, batch, beam, _max_len(kind))
-    tokens = run()  # warm-up, and the outputs to compare
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return {"seconds": times[len(times) // 2], "tokens": tokens}
+    return median_time(run, repeats)
 
 
 def _base_dir() -> Path:
@@ -181,18 +176,30 @@ def _cell(
     kind: str, model_dir: Path, engine: str, batch: int, beam: int, repeats: int, quick: bool
 ) -> dict:
     """Time one cell in a fresh process per thread count; the faster result, with its threads."""
-    best: dict | None = None
-    for threads in THREAD_CHOICES:
+
+    def command(threads: int) -> list[str]:
         if engine.startswith("ct2"):
             ct2_dir = _export(model_dir, "int8" if engine.endswith("int8") else None)
-            cmd = [sys.executable, str(Path(__file__).with_name("ct2_worker.py")), str(ct2_dir)]
-            cmd += [str(_sources_file(model_dir)), str(batch), str(beam), str(_max_len(kind))]
-            cmd += [str(repeats), str(threads)]
-        else:
-            cmd = [sys.executable, "-m", "aiayn.bench.bench_ct2", "--child", kind, engine]
-            cmd += [str(batch), str(beam), "--repeats", str(repeats), "--threads", str(threads)]
-            cmd += ["--quick"] if quick else []
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            cmd = [*ct2_worker_command("translate"), str(ct2_dir), str(_sources_file(model_dir))]
+            return cmd + [str(batch), str(beam), str(_max_len(kind)), str(repeats), str(threads)]
+        cmd = [sys.executable, "-m", "aiayn.bench.bench_ct2", "--child", kind, engine]
+        cmd += [str(batch), str(beam), "--repeats", str(repeats), "--threads", str(threads)]
+        return cmd + (["--quick"] if quick else [])
+
+    return fastest(command)
+
+
+def ct2_worker_command(mode: str) -> list[str]:
+    """The start of a command line running :mod:`.ct2_worker` by file path (a process without torch)."""
+    return [sys.executable, str(Path(__file__).with_name("ct2_worker.py")), mode]
+
+
+def fastest(command: Callable[[int], list[str]]) -> dict:
+    """Run ``command(threads)`` in a fresh process for each of :data:`THREAD_CHOICES`; the result
+    (its last stdout line, JSON) with the fewest seconds, and its thread count."""
+    best: dict | None = None
+    for threads in THREAD_CHOICES:
+        out = subprocess.run(command(threads), check=True, capture_output=True, text=True).stdout
         result = json.loads(out.strip().splitlines()[-1]) | {"threads": threads}
         if best is None or result["seconds"] < best["seconds"]:
             best = result

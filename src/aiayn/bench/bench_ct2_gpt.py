@@ -7,7 +7,7 @@ engine writes exactly :data:`NEW_TOKENS` new tokens per prompt (``<eos>`` kept o
 greedy, at batch 1 and 8, float32 and int8. Exported with :func:`aiayn.interop.ct2.save_ctranslate2_generator`
 (what ``aiayn export --to ctranslate2`` writes for a GPT). As in :mod:`.bench_ct2`, every cell runs in
 fresh processes with 1 and with 2 threads and keeps the faster; CTranslate2 runs in
-:mod:`.ct2_gpt_worker`, a process without torch. Float32 outputs are compared token for token.
+:mod:`.ct2_worker`, a process without torch. Float32 outputs are compared token for token.
 
 Run: ``python -m aiayn.bench.bench_ct2_gpt`` (``--quick``: batch 8, one timed run; ``--no-write``:
 print only).
@@ -18,18 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import string
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from .bench_ct2 import ct2_worker_command, fastest
+from .ct2_worker import median_time
 from .harness import ROOT, machine_line, write_section
 
 SECTION = "GPT generation vs CTranslate2's Generator (same weights, each engine in its own process)"
 
-THREAD_CHOICES = (1, 2)
 PROMPTS = 16
 PROMPT_CHARS = 16
 NEW_TOKENS = 128
@@ -107,33 +107,21 @@ def child(engine: str, batch: int, repeats: int, threads: int) -> dict:
                 )
         return out
 
-    tokens = run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    times.sort()
-    return {"seconds": times[len(times) // 2], "tokens": tokens}
+    return median_time(run, repeats)
 
 
 def _cell(engine: str, batch: int, repeats: int) -> dict:
-    best: dict | None = None
-    for threads in THREAD_CHOICES:
+    """One cell, timed in a fresh process per thread count (the faster kept)."""
+
+    def command(threads: int) -> list[str]:
         if engine.startswith("ct2"):
             ct2_dir = _export("int8" if engine.endswith("int8") else None)
-            cmd = [sys.executable, str(Path(__file__).with_name("ct2_gpt_worker.py")), str(ct2_dir)]
-            cmd += [str(_folder() / "prompts.json"), str(batch), str(NEW_TOKENS)]
-            cmd += [str(repeats), str(threads)]
-        else:
-            cmd = [sys.executable, "-m", "aiayn.bench.bench_ct2_gpt", "--child", engine, str(batch)]
-            cmd += ["--repeats", str(repeats), "--threads", str(threads)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        result = json.loads(out.strip().splitlines()[-1]) | {"threads": threads}
-        if best is None or result["seconds"] < best["seconds"]:
-            best = result
-    assert best is not None
-    return best
+            cmd = [*ct2_worker_command("generate"), str(ct2_dir), str(_folder() / "prompts.json")]
+            return cmd + [str(batch), str(NEW_TOKENS), str(repeats), str(threads)]
+        cmd = [sys.executable, "-m", "aiayn.bench.bench_ct2_gpt", "--child", engine, str(batch)]
+        return cmd + ["--repeats", str(repeats), "--threads", str(threads)]
+
+    return fastest(command)
 
 
 def run_all(repeats: int, batches: tuple[int, ...] = BATCHES) -> list[dict]:
