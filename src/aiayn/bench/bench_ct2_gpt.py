@@ -1,7 +1,7 @@
 """aiayn vs CTranslate2's ``Generator`` continuing prompts with the same GPT, each in its own process.
 
-The model: a character-level GPT of the size ``aiayn train lm`` picks on a CPU (6 layers × 384,
-6 heads, learned positions, a vocabulary of 98 characters), seeded random weights scaled up so the
+The model: a character-level GPT the size of ``aiayn train lm``'s ``small`` preset (6 layers ×
+384, 6 heads, learned positions, a vocabulary of 98 characters), seeded random weights scaled up so the
 greedy choice is decisive (as the export test does). 16 prompts of ``<bos>`` + 16 characters; each
 engine writes exactly :data:`NEW_TOKENS` new tokens per prompt (``<eos>`` kept out on both sides),
 greedy, at batch 1 and 8, float32 and int8. Exported with :func:`aiayn.interop.ct2.save_ctranslate2_generator`
