@@ -173,7 +173,7 @@ def _sources_file(model_dir: Path) -> Path:
 
 
 def _cell(
-    kind: str, model_dir: Path, engine: str, batch: int, beam: int, repeats: int, quick: bool
+    engine: str, kind: str, model_dir: Path, batch: int, beam: int, repeats: int, quick: bool
 ) -> dict:
     """Time one cell in a fresh process per thread count; the faster result, with its threads."""
 
@@ -224,21 +224,45 @@ def run_all(quick: bool, repeats: int) -> list[dict]:
         for batch in (16,) if quick else BATCHES:
             for beam in BEAMS:
                 row = {"model": kind, "batch": batch, "beam": beam}
-                outputs = {}
-                for engine in ENGINES:
-                    result = _cell(kind, directory, engine, batch, beam, repeats, quick)
-                    row[engine] = SENTENCES / result["seconds"]
-                    row[f"{engine} threads"] = result["threads"]
-                    outputs[engine] = result["tokens"]
-                same = sum(a == b for a, b in zip(outputs["aiayn"], outputs["ct2"]))
-                row["identical"] = same / SENTENCES
+                row |= measure_engines(
+                    _cell, SENTENCES, kind, directory, batch, beam, repeats, quick
+                )
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
 
 
-def _cell_text(row: dict, engine: str) -> str:
-    return f"{row[engine]:.1f} ({row[f'{engine} threads']})"
+def measure_engines(cell: Callable[..., dict], work: int, *args: object) -> dict:
+    """Each of :data:`ENGINES` timed by ``cell(engine, *args)``: its rate (``work`` / seconds) and
+    thread count, and the fraction of inputs whose float32 outputs agree token for token
+    (``identical``)."""
+    row, outputs = {}, {}
+    for engine in ENGINES:
+        result = cell(engine, *args)
+        row[engine] = work / result["seconds"]
+        row[f"{engine} threads"] = result["threads"]
+        outputs[engine] = result["tokens"]
+    same = sum(a == b for a, b in zip(outputs["aiayn"], outputs["ct2"]))
+    return row | {"identical": same / len(outputs["ct2"])}
+
+
+#: The engine columns every CTranslate2 table ends with (see :func:`engine_cells`).
+ENGINE_HEADER = (
+    "| aiayn | aiayn int8 | CT2 float32 | CT2 int8 | aiayn ÷ CT2 (float32) "
+    "| aiayn int8 ÷ CT2 int8 | identical |"
+)
+
+
+def engine_cells(row: dict, digits: int) -> str:
+    """A :func:`measure_engines` row as :data:`ENGINE_HEADER`'s cells, rates to ``digits`` places."""
+    rates = " | ".join(
+        f"{row[e]:.{digits}f} ({row[f'{e} threads']})"
+        for e in ("aiayn", "aiayn-int8", "ct2", "ct2-int8")
+    )
+    return (
+        f"| {rates} | {row['aiayn'] / row['ct2']:.2f}× "
+        f"| {row['aiayn-int8'] / row['ct2-int8']:.2f}× | {100 * row['identical']:.0f}% |"
+    )
 
 
 def table(rows: list[dict], repeats: int) -> str:
@@ -254,18 +278,12 @@ def table(rows: list[dict], repeats: int) -> str:
         "by its own quantisation); aiayn int8 is `--quantize int8`. No length penalty; "
         "'identical' compares the float32 outputs token for token.",
         "",
-        "| model | batch | decoding | aiayn | aiayn int8 | CT2 float32 | CT2 int8 "
-        "| aiayn ÷ CT2 (float32) | aiayn int8 ÷ CT2 int8 | identical |",
+        "| model | batch | decoding " + ENGINE_HEADER,
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         dec = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"
-        lines.append(
-            f"| {r['model']} | {r['batch']} | {dec} | {_cell_text(r, 'aiayn')} "
-            f"| {_cell_text(r, 'aiayn-int8')} | {_cell_text(r, 'ct2')} "
-            f"| {_cell_text(r, 'ct2-int8')} | {r['aiayn'] / r['ct2']:.2f}× "
-            f"| {r['aiayn-int8'] / r['ct2-int8']:.2f}× | {100 * r['identical']:.0f}% |"
-        )
+        lines.append(f"| {r['model']} | {r['batch']} | {dec} " + engine_cells(r, 1))
     return "\n".join(lines)
 
 

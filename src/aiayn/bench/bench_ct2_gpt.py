@@ -24,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-from .bench_ct2 import ct2_worker_command, fastest
+from .bench_ct2 import (
+    ENGINE_HEADER,
+    ct2_worker_command,
+    engine_cells,
+    fastest,
+    measure_engines,
+)
 from .ct2_worker import median_time
 from .harness import ROOT, machine_line, write_section
 
@@ -34,7 +40,6 @@ PROMPTS = 16
 PROMPT_CHARS = 16
 NEW_TOKENS = 128
 BATCHES = (1, 8)
-ENGINES = ("aiayn", "aiayn-int8", "ct2", "ct2-int8")
 CHARS = string.printable[:-2]  # 98 characters: no \x0b, \x0c
 
 
@@ -132,22 +137,11 @@ def run_all(repeats: int, batches: tuple[int, ...] = BATCHES) -> list[dict]:
         _export(quantize)
     rows = []
     for batch in batches:
-        row: dict = {"batch": batch}
-        outputs = {}
-        for engine in ENGINES:
-            result = _cell(engine, batch, repeats)
-            row[engine] = PROMPTS * NEW_TOKENS / result["seconds"]
-            row[f"{engine} threads"] = result["threads"]
-            outputs[engine] = result["tokens"]
-        same = sum(a == b for a, b in zip(outputs["aiayn"], outputs["ct2"]))
-        row["identical"] = same / PROMPTS
+        row = {"batch": batch}
+        row |= measure_engines(_cell, PROMPTS * NEW_TOKENS, batch, repeats)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
-
-
-def _cell_text(row: dict, engine: str) -> str:
-    return f"{row[engine]:.0f} ({row[f'{engine} threads']})"
 
 
 def table(rows: list[dict], repeats: int) -> str:
@@ -162,17 +156,11 @@ def table(rows: list[dict], repeats: int) -> str:
         "its own quantisation); aiayn int8 is `--quantize int8`. 'identical' compares the "
         "float32 outputs token for token.",
         "",
-        "| batch | aiayn | aiayn int8 | CT2 float32 | CT2 int8 | aiayn ÷ CT2 (float32) "
-        "| aiayn int8 ÷ CT2 int8 | identical |",
+        "| batch " + ENGINE_HEADER,
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        lines.append(
-            f"| {r['batch']} | {_cell_text(r, 'aiayn')} | {_cell_text(r, 'aiayn-int8')} "
-            f"| {_cell_text(r, 'ct2')} | {_cell_text(r, 'ct2-int8')} "
-            f"| {r['aiayn'] / r['ct2']:.2f}× | {r['aiayn-int8'] / r['ct2-int8']:.2f}× "
-            f"| {100 * r['identical']:.0f}% |"
-        )
+        lines.append(f"| {r['batch']} " + engine_cells(r, 0))
     return "\n".join(lines)
 
 
