@@ -204,27 +204,48 @@ def test_additive_attention_formula_and_masks():
 
 
 def test_lean_step_weights_follow_in_place_changes():
-    """The concatenated/transposed weights a decoding step uses are built from the weights as they
-    are now: an in-place change (an optimizer step) or a replaced weight is seen by the next run."""
+    """The concatenated/transposed weights a decoding step uses are kept between runs only while
+    the weights stand still: an in-place change, a fused optimizer step (which moves no version
+    counter), a replaced weight, and a write through ``.data`` followed by ``forget`` are all
+    seen by the next run."""
     from aiayn.attention import linear_op, rows_linear_op
+    from aiayn.kept_weights import forget
 
     torch.manual_seed(0)
     layers = (torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
     x = torch.randn(3, 8)
+    fused = torch.optim.AdamW([p for layer in layers for p in layer.parameters()], lr=0.1, fused=True)
 
     def expected():
         return torch.cat([layer(x) for layer in layers], -1)
 
-    with torch.no_grad():
+    def optimizer_step():
+        with torch.enable_grad():
+            sum(layer(x).square().sum() for layer in layers).backward()
+        fused.step()
+        fused.zero_grad()
+
+    def add_one(weight):
+        with torch.no_grad():
+            weight.add_(1.0)
+
+    changes = [
+        lambda: add_one(layers[1].weight),  # moves the version counter
+        optimizer_step,  # fused kernel: no version counter moves
+        lambda: setattr(layers[0], "weight", torch.nn.Parameter(torch.randn(8, 8))),  # replaced
+        lambda: (layers[1].bias.data.add_(1.0), forget(layers[1])),  # .data: told by forget()
+    ]
+    def check(make, inference):
+        with torch.inference_mode(inference), torch.no_grad():
+            f, a, b = make(*layers)
+            torch.testing.assert_close(f(x, a, b), expected())
+
+    for inference in (False, True):
         for make in (linear_op, rows_linear_op):
-            f, a, b = make(*layers)
-            torch.testing.assert_close(f(x, a, b), expected())
-            layers[1].weight.data.add_(1.0)  # through .data: no version counter moves
-            f, a, b = make(*layers)
-            torch.testing.assert_close(f(x, a, b), expected())
-            layers[0].weight = torch.nn.Parameter(torch.randn(8, 8))  # replaced
-            f, a, b = make(*layers)
-            torch.testing.assert_close(f(x, a, b), expected())
+            for change in changes:
+                check(make, inference)
+                change()
+                check(make, inference)
     # With gradients on, the graph reaches the layers' weights.
     f, a, b = rows_linear_op(*layers)
     f(x, a, b).sum().backward()

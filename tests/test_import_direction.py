@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "positional",
             "attention",
             "local_attention",
+            "kept_weights",
             "dropout",
             "init",
             "logits",

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .kept_weights import kept
 from .local_attention import local_attention
 from .masks import combine_masks, key_mask_to_attn_mask, make_causal_mask, make_local_mask
 from .positional import ALiBi, RotaryEmbedding
@@ -58,6 +59,8 @@ def linear_op(*layers: nn.Module) -> LinearOp:
     the float path pays no wrapper call per token and the int8 path reaches its kernel the same way.
     """
     if all(isinstance(layer, nn.Linear) for layer in layers):
+        if len(layers) > 1 and not torch.is_grad_enabled():  # no autograd: keep the concatenation
+            return (F.linear, *kept("concatenated", layers, lambda: _concatenated(layers)))
         return (F.linear, *_concatenated(layers))
     return _fused_op(layers)
 
@@ -75,13 +78,16 @@ def rows_linear_op(*layers: nn.Module) -> LinearOp:
     """:func:`linear_op` for ``(B, D)`` rows, as the lean decoding steps call it (built once per
     decoding run). Small float matrices (:data:`SMALL_MATRIX`) are copied transposed and
     contiguous, ``(in, out)``, and multiplied by ``torch.addmm`` directly; larger ones go to
-    ``F.linear``.
-
-    Not kept between runs: copies kept across runs and keyed by the weights' version counters
-    and storage went stale during training (validation decoded with old weights; three learning
-    tests failed), so nothing derived from weights outlives one decoding run."""
+    ``F.linear``. Without autograd, kept between runs while the weights stand still
+    (:mod:`aiayn.kept_weights`)."""
     if not all(isinstance(layer, nn.Linear) for layer in layers):
         return _fused_op(layers)
+    if torch.is_grad_enabled():  # a copy with autograd history must not outlive its graph
+        return _rows_op(layers)
+    return kept("rows", layers, lambda: _rows_op(layers))
+
+
+def _rows_op(layers: tuple[nn.Module, ...]) -> LinearOp:
     weight, bias = _concatenated(layers)
     if weight.numel() > SMALL_MATRIX:
         return F.linear, weight, bias
