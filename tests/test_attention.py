@@ -214,7 +214,9 @@ def test_lean_step_weights_follow_in_place_changes():
     torch.manual_seed(0)
     layers = (torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
     x = torch.randn(3, 8)
-    fused = torch.optim.AdamW([p for layer in layers for p in layer.parameters()], lr=0.1, fused=True)
+    fused = torch.optim.AdamW(
+        [p for layer in layers for p in layer.parameters()], lr=0.1, fused=True
+    )
 
     def expected():
         return torch.cat([layer(x) for layer in layers], -1)
@@ -235,6 +237,7 @@ def test_lean_step_weights_follow_in_place_changes():
         lambda: setattr(layers[0], "weight", torch.nn.Parameter(torch.randn(8, 8))),  # replaced
         lambda: (layers[1].bias.data.add_(1.0), forget(layers[1])),  # .data: told by forget()
     ]
+
     def check(make, inference):
         with torch.inference_mode(inference), torch.no_grad():
             f, a, b = make(*layers)

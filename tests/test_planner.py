@@ -14,7 +14,10 @@ import torch
 
 from aiayn.cli import main
 from aiayn.data.corpus import write_parallel_tsv
+from aiayn.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from aiayn.data.vocab import learn_vocabulary, rare_fraction, shares_alphabet
+from aiayn.decoding import SearchOptions
+from aiayn.logits import DecodingControls
 from aiayn.modeldir import load_model_dir
 from aiayn.tasks import translation
 from aiayn.tasks.translation import Translator, plan_translation, train_translation
@@ -213,6 +216,32 @@ def test_joint_vocabulary_round_trip(tmp_path, fr_en):
     model = translator.model
     assert model.src_emb.weight is model.tgt_emb.weight  # one embedding matrix
     assert len(translator.translate(["le chat est blanc"], beam=1)) == 1
+
+
+def test_a_model_trained_on_no_empty_target_never_writes_an_empty_output(tmp_path, fr_en):
+    """fairseq's min_len of 1: with every training target non-empty, <eos> cannot come first,
+    even where the model prefers it (here: forced on its output layer), greedy and beam alike, and
+    never <pad> or <bos> instead; a
+    model that saw an empty target (or says nothing, written before the rule) may end at once."""
+    out = tmp_path / "model"
+    train_translation(
+        str(fr_en), out, valid_spec=str(fr_en), preset="micro", max_steps=3, progress=False
+    )
+    assert json.loads((out / "config.json").read_text())["training"]["shortest_target"] >= 1
+    translator = Translator.load(out)
+    lm_head = translator.model.lm_head
+    prefer_eos = torch.zeros(lm_head.out_features)
+    prefer_eos[EOS_ID] = 1e4
+    lm_head.register_forward_hook(lambda module, args, logits: logits + prefer_eos)
+    for beam in (1, 4):
+        (found,) = translator.decode(["le chat est blanc"], SearchOptions(beam=beam))
+        tokens = found.hypotheses[0].hypothesis.tokens
+        assert tokens and not set(tokens) & {PAD_ID, BOS_ID, EOS_ID}  # nor <pad>, nor <bos>
+    translator.shortest_target = 0  # an empty target was seen: no rule
+    assert translator.translate(["le chat est blanc"], beam=4) == [""]
+    options = translation.output_rules(SearchOptions(controls=DecodingControls(min_len=3)), 5)
+    assert options.controls.min_len == 3  # an asked-for minimum stands
+    assert translation.output_rules(SearchOptions(), 0).controls.min_len == 0
 
 
 @pytest.mark.parametrize("corpus, joint", [("zh_en", False), ("fr_en", True)])

@@ -22,7 +22,7 @@ from torch import nn
 from .. import config as cfg
 from ..data.batching import Seq2SeqBatch, TokenBatchSampler, collate_seq2seq
 from ..data.builtin import BuiltinKind, is_builtin, load_builtin_corpus, resolve_builtin
-from ..data.tokenizers import BPETokenizer, Tokenizer, load_tokenizer
+from ..data.tokenizers import BOS_ID, PAD_ID, BPETokenizer, Tokenizer, load_tokenizer
 from ..decoding import (
     Hypothesis,
     SearchOptions,
@@ -373,6 +373,7 @@ class TranslationTask:
         self.device, self.label_smoothing = device, label_smoothing
         self.train_ids = encode_pairs(train_pairs, src_tok, tgt_tok, max_len)
         self.length_ratio = length_ratio(self.train_ids)
+        self.shortest_target = shortest_target(self.train_ids)
         self.valid_pairs = list(valid_pairs)
         self.valid_ids = encode_pairs(valid_pairs, src_tok, tgt_tok, max_len)
         self.bleu_pairs = _bleu_subset(self.valid_pairs, tgt_tok, bleu_sentences)
@@ -416,7 +417,13 @@ class TranslationTask:
             total, tokens = total + float(loss), tokens + n
         pairs = self.bleu_pairs
         sources = [self.src_tok.encode(s) for s, _ in pairs]
-        hyps = translate_ids(model, sources, beam=1, length_ratio=self.length_ratio)
+        hyps = translate_ids(
+            model,
+            sources,
+            beam=1,
+            length_ratio=self.length_ratio,
+            shortest_target=self.shortest_target,
+        )
         scores = corpus_bleu_chrf([self.tgt_tok.decode(h) for h in hyps], [t for _, t in pairs])
         return {"val_loss": total / max(tokens, 1), "bleu": scores["bleu"], "chrf": scores["chrf"]}
 
@@ -424,7 +431,11 @@ class TranslationTask:
         # One shared vocabulary is one file, listed for both roles.
         joint = self.src_tok is self.tgt_tok
         target = SOURCE_TOKENIZER if joint else TARGET_TOKENIZER
-        training = {**self.info.get("training", {}), "length_ratio": self.length_ratio}
+        training = {
+            **self.info.get("training", {}),
+            "length_ratio": self.length_ratio,
+            "shortest_target": self.shortest_target,
+        }
         write_model_info(
             directory,
             "transformer",
@@ -498,6 +509,32 @@ def length_ratio(ids: Sequence[tuple[list[int], list[int]]]) -> float:
     if not ids:
         return 1.0
     return round(1.25 * max((len(t) + 1) / (len(s) + 1) for s, t in ids), 3)
+
+
+def shortest_target(ids: Sequence[tuple[list[int], list[int]]]) -> int:
+    """The fewest target tokens of any training pair (0: some target is empty)."""
+    return min((len(t) for _, t in ids), default=0)
+
+
+#: Ids no target ever holds, so no output may hold them (fairseq bans ``<pad>`` the same way): an
+#: undertrained model barred from ending at once picked ``<bos>``, an output that reads as empty.
+NEVER_OUTPUT = ((PAD_ID,), (BOS_ID,))
+
+
+def output_rules(options: SearchOptions, shortest_target: int | None) -> SearchOptions:
+    """``options`` with the rules every translation follows: ``<pad>`` and ``<bos>`` never
+    written, and, when the model was trained on no empty target, ``<eos>`` banned as the first
+    output token (fairseq's ``min_len`` of 1) unless a minimum length is asked for already.
+
+    Why: an undertrained model (few minutes, long targets: Morse code, spelled-out numbers) gives
+    ``<eos>`` a modest probability at every step; one step of ``<eos>`` then scores higher than
+    any full hypothesis, whose log-probabilities add up, and beam search chose the empty output
+    (seen on a Morse-code corpus, where beam search wrote empty outputs).
+    """
+    controls = options.controls or DecodingControls()
+    ban = controls.ban + tuple(b for b in NEVER_OUTPUT if b not in controls.ban)
+    min_len = 1 if shortest_target and controls.min_len == 0 else controls.min_len
+    return replace(options, controls=replace(controls, ban=ban, min_len=min_len))
 
 
 def encode_pairs(
@@ -690,11 +727,12 @@ def translate_ids(
     max_len: int | None = None,
     batch_size: int = 64,
     length_ratio: float | None = None,
+    shortest_target: int | None = None,
 ) -> list[list[int]]:
     """Translate tokenised sources (no EOS), batching sentences of similar length together.
     ``length_ratio``: the most target tokens per source token to allow (see
-    :func:`aiayn.decoding.greedy_search`)."""
-    options = SearchOptions(beam=beam, alpha=alpha, max_len=max_len)
+    :func:`aiayn.decoding.greedy_search`); ``shortest_target``: see :func:`output_rules`."""
+    options = output_rules(SearchOptions(beam=beam, alpha=alpha, max_len=max_len), shortest_target)
     found = search_batched(model, sources, options, batch_size, length_ratio)
     return [hyps[0].tokens if hyps else [] for hyps in found]
 
@@ -774,7 +812,10 @@ class Translator:
         self.model: Transformer = loaded.model
         self.src_tok, self.tgt_tok = load_translation_tokenizers(loaded)
         # Targets many times longer than their sources need a longer decoding budget than +50.
-        self.length_ratio = loaded.info.get("training", {}).get("length_ratio")
+        training = loaded.info.get("training", {})
+        self.length_ratio = training.get("length_ratio")
+        # None for models written before it was recorded: no first-token rule (see output_rules).
+        self.shortest_target = training.get("shortest_target")
         self.models: list[Transformer] = [self.model] + [self._member(m) for m in ensemble]
 
     @classmethod
@@ -874,7 +915,7 @@ class Translator:
             truncate: cut over-long inputs instead of refusing them.
             warn_unknown: log one warning per input that holds characters the vocabulary lacks.
         """
-        options = options or SearchOptions()
+        options = output_rules(options or SearchOptions(), self.shortest_target)
         layers = self.model.config.num_decoder_layers
         layer = None if align_layer is None else check_layer(align_layer, layers)
         sources = [self.encode(t, truncate=truncate) for t in texts]
