@@ -265,10 +265,11 @@ def _one_choice_search(
     """
     N = tokens.shape[0]
     results: list[Hypothesis | None] = [None] * N
-    alive = torch.arange(N, device=tokens.device)  # which row each live row is
+    alive = list(range(N))  # which row each live row is
+    budgets = budget.tolist()
     step_logprobs = tokens.new_zeros((N, 0), dtype=torch.float) if scores else None
     step = 0
-    while alive.numel():
+    while alive:
         forced = step < len(prefix)
         logits = stepper.logits(tokens, None if forced else processors)
         next_tok = tokens.new_full((tokens.shape[0],), prefix[step]) if forced else pick(logits)
@@ -277,18 +278,27 @@ def _one_choice_search(
             step_logprobs = torch.cat([step_logprobs, chosen], 1)
         step += 1
         tokens = torch.cat([tokens, next_tok[:, None]], 1)
-        done = (next_tok == eos_id) | (budget[alive] <= step)
-        if done.any():
-            for row in done.nonzero().flatten().tolist():
+        # The finished check on plain lists: one host copy of the new tokens per step instead of
+        # four small tensor ops (at batch 1 each costs more than its arithmetic).
+        done = [
+            row
+            for row, (token, b) in enumerate(zip(next_tok.tolist(), alive))
+            if token == eos_id or budgets[b] <= step
+        ]
+        if done:
+            for row in done:
                 lps = None if step_logprobs is None else step_logprobs[row].tolist()
                 logprob = math.nan if lps is None else sum(lps)
                 out = tokens[row, 1:].tolist()
-                results[int(alive[row])] = _hypothesis(out, eos_id, alpha, logprob, lps)
-            keep = (~done).nonzero().flatten()
-            alive, tokens = alive[keep], tokens[keep]
-            if step_logprobs is not None:
-                step_logprobs = step_logprobs[keep]
-            if alive.numel():
+                results[alive[row]] = _hypothesis(out, eos_id, alpha, logprob, lps)
+            finished = set(done)
+            kept = [row for row in range(len(alive)) if row not in finished]
+            alive = [alive[row] for row in kept]
+            if alive:
+                keep = torch.tensor(kept, device=tokens.device)
+                tokens = tokens[keep]
+                if step_logprobs is not None:
+                    step_logprobs = step_logprobs[keep]
                 stepper.select(keep)
     return results  # type: ignore[return-value]  # every row finished
 
