@@ -287,15 +287,28 @@ def table(rows: list[dict], repeats: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, shorter demo model")
+def engine_bench_args(
+    argv, description: str, quick_help: str, child_fields: tuple[str, ...]
+) -> tuple[argparse.Namespace, int]:
+    """The command line both CTranslate2 benches take (``--child`` runs one aiayn cell), and the
+    timed runs per cell."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--repeats", type=int, help="timed runs per cell")
-    parser.add_argument("--child", nargs=4, metavar=("MODEL", "ENGINE", "BATCH", "BEAM"))
+    parser.add_argument("--child", nargs=len(child_fields), metavar=child_fields)
     parser.add_argument("--threads", type=int, default=2, help="with --child: torch threads")
     args = parser.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
+    return args, args.repeats or (1 if args.quick else 3)
+
+
+def main(argv=None) -> None:
+    args, repeats = engine_bench_args(
+        argv,
+        __doc__.splitlines()[0],
+        "fewer repeats, shorter demo model",
+        ("MODEL", "ENGINE", "BATCH", "BEAM"),
+    )
     if args.child:
         kind, engine, batch, beam = args.child
         result = child(kind, engine, int(batch), int(beam), repeats, args.quick, args.threads)

@@ -15,7 +15,6 @@ print only).
 
 from __future__ import annotations
 
-import argparse
 import json
 import string
 import sys
@@ -27,6 +26,7 @@ import torch
 from .bench_ct2 import (
     ENGINE_HEADER,
     ct2_worker_command,
+    engine_bench_args,
     engine_cells,
     fastest,
     measure_engines,
@@ -165,14 +165,9 @@ def table(rows: list[dict], repeats: int) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 8 only, one timed run")
-    parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--repeats", type=int, help="timed runs per cell")
-    parser.add_argument("--child", nargs=2, metavar=("ENGINE", "BATCH"))
-    parser.add_argument("--threads", type=int, default=2, help="with --child: torch threads")
-    args = parser.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 3)
+    args, repeats = engine_bench_args(
+        argv, __doc__.splitlines()[0], "batch 8 only, one timed run", ("ENGINE", "BATCH")
+    )
     if args.child:
         engine, batch = args.child
         print(json.dumps(child(engine, int(batch), repeats, args.threads)))
