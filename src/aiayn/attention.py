@@ -75,8 +75,8 @@ SMALL_MATRIX = 1 << 17
 
 
 def rows_linear_op(*layers: nn.Module) -> LinearOp:
-    """:func:`linear_op` for ``(B, D)`` rows, as the lean decoding steps call it (built once per
-    decoding run). Small float matrices (:data:`SMALL_MATRIX`) are copied transposed and
+    """:func:`linear_op` for ``(B, D)`` rows, as the lean decoding steps call it (asked for once
+    per decoding run). Small float matrices (:data:`SMALL_MATRIX`) are copied transposed and
     contiguous, ``(in, out)``, and multiplied by ``torch.addmm`` directly; larger ones go to
     ``F.linear``. Without autograd, kept between runs while the weights stand still
     (:mod:`aiayn.kept_weights`)."""
@@ -431,9 +431,10 @@ class MultiHeadAttention(nn.Module):
         return x[:, :, None].expand(B, Hkv, groups, S, Dh).reshape(B, Hkv * groups, S, Dh)
 
     def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``. (The one-token
-        decoding step concatenates the weights once per decoding run instead, see
-        :meth:`self_step`: once per token would copy 3·D² values per layer per token.)"""
+        """Self-attention: Q, K, V from one fused matmul over ``[W_q; W_k; W_v]``. (Without
+        autograd the concatenation is kept while the weights stand still
+        (:mod:`aiayn.kept_weights`); the one-token step's is too, see :meth:`self_step`: once
+        per token would copy 3·D² values per layer per token.)"""
         sizes = [self.d_model, self.kv_dim, self.kv_dim]
         qkv, w, b = linear_op(self.q_proj, self.k_proj, self.v_proj)
         q, k, v = qkv(x, w, b).split(sizes, dim=-1)

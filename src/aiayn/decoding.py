@@ -292,10 +292,10 @@ def _one_choice_search(
                 out = tokens[row, 1:].tolist()
                 results[alive[row]] = _hypothesis(out, eos_id, alpha, logprob, lps)
             finished = set(done)
-            kept = [row for row in range(len(alive)) if row not in finished]
-            alive = [alive[row] for row in kept]
+            staying = [row for row in range(len(alive)) if row not in finished]
+            alive = [alive[row] for row in staying]
             if alive:
-                keep = torch.tensor(kept, device=tokens.device)
+                keep = torch.tensor(staying, device=tokens.device)
                 tokens = tokens[keep]
                 if step_logprobs is not None:
                     step_logprobs = step_logprobs[keep]
