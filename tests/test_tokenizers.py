@@ -316,6 +316,40 @@ def test_a_corpus_rewritten_letter_by_letter_gets_characters():
     assert not maps_letter_by_letter(long)
 
 
+def test_a_corpus_built_in_place_from_the_source_letters_gets_characters():
+    # Vowels dropped, each word reversed: no target letter is told by the source letter at the same
+    # place (the aligned measure is low), but each is found near its place in its own source. With
+    # pieces, 3 CPU minutes made 82.1% (vowels) and 76.2% (reversed words) exact.
+    from aiayn.data.vocab import (
+        LETTER_BY_LETTER,
+        REWRITES_IN_PLACE,
+        aligned_character_information,
+        local_character_overlap,
+        maps_letter_by_letter,
+    )
+
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 8))) for _ in range(300)]
+    phrases = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 5))) for _ in range(3000)]
+    devowelled = [
+        (p, " ".join("".join(c for c in w if c not in "aeiou") or w for w in p.split()))
+        for p in phrases
+    ]
+    reversed_words = [(p, " ".join(w[::-1] for w in p.split())) for p in phrases]
+    for pairs in (devowelled, reversed_words):
+        assert aligned_character_information(pairs) < LETTER_BY_LETTER
+        assert local_character_overlap(pairs) >= REWRITES_IN_PLACE
+        assert maps_letter_by_letter(pairs)
+    # Reordering whole words (sorting them, translation's reordering) keeps pieces: the letters
+    # move further than a word's length, and the words are units worth a piece.
+    sorted_words = [(p, " ".join(sorted(p.split()))) for p in phrases]
+    shuffled = [(p, phrases[(i + 7) % len(phrases)]) for i, p in enumerate(phrases)]
+    for pairs in (sorted_words, shuffled):
+        assert local_character_overlap(pairs) < REWRITES_IN_PLACE
+        assert not maps_letter_by_letter(pairs)
+
+
 def test_text_written_in_punctuation_gets_pieces_of_punctuation_runs():
     # Morse code: every character is punctuation, so one piece per punctuation character (right
     # for prose) left nothing to merge: a target of 100 tokens for five words, 0.0% exact.

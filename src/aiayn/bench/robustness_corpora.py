@@ -239,6 +239,15 @@ def camel_case(text: str) -> str:
     return "".join(word.capitalize() for word in text.split())
 
 
+def drop_vowels(text: str) -> str:
+    """Each word without its vowels (a word of vowels only, such as ``a``, disappears)."""
+    return " ".join(w for w in (re.sub("[aeiou]", "", word) for word in text.split()) if w)
+
+
+def reverse_each_word(text: str) -> str:
+    return " ".join(word[::-1] for word in text.split())
+
+
 def word_sort() -> Splits:
     from collections import Counter
 
@@ -381,6 +390,22 @@ CORPORA: dict[str, Corpus] = {
             "exact",
             True,
             lambda: _rewritten_phrases(camel_case),
+            minutes=3.0,
+        ),
+        Corpus(
+            "devowel",
+            "English phrases → vowels dropped",
+            "exact",
+            True,
+            lambda: _rewritten_phrases(drop_vowels),
+            minutes=3.0,
+        ),
+        Corpus(
+            "wordrev",
+            "English phrases → each word reversed",
+            "exact",
+            True,
+            lambda: _rewritten_phrases(reverse_each_word),
             minutes=3.0,
         ),
         Corpus("wordsort", "words → sorted words", "exact", True, word_sort, minutes=3.0),

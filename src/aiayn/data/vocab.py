@@ -56,8 +56,24 @@ target character and the source character at the same relative position (spaces 
 fraction of the target characters' entropy. Measured: 1.00 for a Caesar cipher and for simplified →
 traditional, 0.86 for words joined in CamelCase, 0.52 Cyrillic → Latin, 0.46 hanzi → pinyin, 0.27
 grapheme → phoneme, 0.03-0.20 for translation, numbers, dates, reversal. At
-:data:`LETTER_BY_LETTER` or more (and short enough lines, :data:`LETTER_BY_LETTER_MAX_CHARS`: a
-character-level model of long lines pays in sequence length), both sides get characters alone.
+:data:`LETTER_BY_LETTER` or more, both sides get characters alone.
+
+*Characters when the target is built in place from the source's letters.* Vowels dropped, the
+letters of each word reversed, Pig Latin, a plural: no target letter is told by the source letter
+at the same relative place, yet each comes from the source near that place.
+:func:`local_character_overlap` measures it: how much more often a target character is found
+within ±15% of its place in its own source than in another pair's source. Measured: 0.99 vowels
+dropped, 0.86 plurals, 0.68 reversed words and simplified → traditional, 0.67 CamelCase, 0.59 Pig
+Latin; 0.40 or less for the rest of the suite (run-length codes 0.40, Bible es-it 0.34, fr-en 0.19,
+word sorting 0.31: whole words move further than their length). At :data:`REWRITES_IN_PLACE` or
+more, characters alone. 3 CPU minutes, pieces → characters: vowels dropped 82.1% → 97.6% exact,
+reversed words 76.2% → 97.6%, plurals 96.6% → 98.9%, Pig Latin 84.7% → 83.0% (a target 1.5× the source: 2 passes over
+the corpus instead of 9).
+
+*Either rule only for short lines* (:data:`LETTER_BY_LETTER_MAX_CHARS`, the average of the longer
+side): a character-level model pays in sequence length. (Bible verses → upper case, 77 characters
+on average, 3 CPU minutes: 8.4% exact with characters, 7.2% with 2,158 pieces; both too few passes
+over 15-word copies.)
 """
 
 from __future__ import annotations
@@ -90,7 +106,12 @@ SPELLED_OUT = 0.9
 MOSTLY_PUNCTUATION = 0.5
 #: Characters alone when aligned characters carry at least this fraction of the target's entropy.
 LETTER_BY_LETTER = 0.75
-#: ... and the average line (the longer side) is at most this many characters.
+#: Characters alone when the target's letters are found near their source place this much more
+#: often than against another pair's source (see :func:`local_character_overlap`).
+REWRITES_IN_PLACE = 0.5
+#: Pairs read to measure it.
+OVERLAP_SAMPLE = 5000
+#: ... either way only when the average line (the longer side) is at most this many characters.
 LETTER_BY_LETTER_MAX_CHARS = 100
 
 
@@ -176,16 +197,51 @@ def aligned_character_information(pairs: Sequence[tuple[str, str]]) -> float:
     return information / entropy if entropy > 0 else 1.0
 
 
+def _found_near(pairs: Sequence[tuple[str, str]]) -> float:
+    """The fraction of target characters (spaces removed) that the source also has within a window
+    around the same relative position (±15% of the source, at least 2 characters)."""
+    found = total = 0
+    for source, target in pairs:
+        s, t = "".join(source.split()), "".join(target.split())
+        if not s or not t:
+            continue
+        window = max(2, len(s) * 15 // 100)
+        for i, c in enumerate(t):
+            j = i * len(s) // len(t)
+            found += c in s[max(0, j - window) : j + window + 1]
+        total += len(t)
+    return found / total if total else 0.0
+
+
+def local_character_overlap(pairs: Sequence[tuple[str, str]]) -> float:
+    """How much more often a target character is found near its place in its own source than in
+    another pair's source (0 when no more often, 1 when always found): a target built in place from
+    its source's own letters (vowels dropped, each word reversed, Pig Latin, a plural) scores high,
+    translation and word reordering low, as the letters of one language recur in any sentence of
+    it. Over the first :data:`OVERLAP_SAMPLE` pairs, each target also read against the source half
+    the sample away."""
+    sample = [(s, t) for s, t in pairs[:OVERLAP_SAMPLE] if s.strip() and t.strip()]
+    if len(sample) < 2:
+        return 0.0
+    half = len(sample) // 2
+    mismatched = [(sample[(i + half) % len(sample)][0], t) for i, (_, t) in enumerate(sample)]
+    own, chance = _found_near(sample), _found_near(mismatched)
+    return (own - chance) / (1 - chance) if chance < 1 else 0.0
+
+
 def maps_letter_by_letter(pairs: Sequence[tuple[str, str]]) -> bool:
-    """True when the corpus rewrites its sources character for character (see the module
-    docstring), in lines short enough for a character-level model."""
+    """True when the corpus rewrites its sources character for character, or builds each target
+    in place from its source's letters (see the module docstring), in lines short enough for a
+    character-level model."""
     sample = pairs[:ASSOCIATION_SAMPLE]
     if not sample:
         return False
     longest = sum(max(len(s), len(t)) for s, t in sample) / len(sample)
+    if longest > LETTER_BY_LETTER_MAX_CHARS:
+        return False
     return (
-        longest <= LETTER_BY_LETTER_MAX_CHARS
-        and aligned_character_information(sample) >= LETTER_BY_LETTER
+        aligned_character_information(sample) >= LETTER_BY_LETTER
+        or local_character_overlap(sample) >= REWRITES_IN_PLACE
     )
 
 
@@ -267,7 +323,7 @@ def learn_vocabulary(
         return BPETokenizer.train(texts, vocab_size)
     reason = None
     if letter_by_letter:
-        reason = "the target rewrites the source character for character"
+        reason = "the target rewrites the source letter by letter, in place"
     elif spelled_out:
         reason = "each source character becomes one target word"
     elif any(letters_are_unrelated(list(side)) for side in (sides or [texts])):
