@@ -67,8 +67,8 @@ dropped, 0.86 plurals, 0.68 reversed words and simplified → traditional, 0.67 
 Latin; 0.40 or less for the rest of the suite (run-length codes 0.40, Bible es-it 0.34, fr-en 0.19,
 word sorting 0.31: whole words move further than their length). At :data:`REWRITES_IN_PLACE` or
 more, characters alone. 3 CPU minutes, pieces → characters: vowels dropped 82.1% → 97.6% exact,
-reversed words 76.2% → 97.6%, plurals 96.6% → 98.9%, Pig Latin 84.7% → 83.0% (a target 1.5× the source: 2 passes over
-the corpus instead of 9).
+reversed words 76.2% → 97.6%, plurals 96.6% → 98.9%, Pig Latin 84.7% → 83.0% (a target 1.5× the
+source: 2 passes over the corpus instead of 9).
 
 *Either rule only for short lines* (:data:`LETTER_BY_LETTER_MAX_CHARS`, the average of the longer
 side): a character-level model pays in sequence length. (Bible verses → upper case, 77 characters
@@ -111,6 +111,8 @@ LETTER_BY_LETTER = 0.75
 REWRITES_IN_PLACE = 0.5
 #: Pairs read to measure it.
 OVERLAP_SAMPLE = 5000
+#: "Near its place": within this fraction of the source's length either side (at least 2 characters).
+NEAR = 0.15
 #: ... either way only when the average line (the longer side) is at most this many characters.
 LETTER_BY_LETTER_MAX_CHARS = 100
 
@@ -199,13 +201,13 @@ def aligned_character_information(pairs: Sequence[tuple[str, str]]) -> float:
 
 def _found_near(pairs: Sequence[tuple[str, str]]) -> float:
     """The fraction of target characters (spaces removed) that the source also has within a window
-    around the same relative position (±15% of the source, at least 2 characters)."""
+    around the same relative position (:data:`NEAR`)."""
     found = total = 0
     for source, target in pairs:
         s, t = "".join(source.split()), "".join(target.split())
         if not s or not t:
             continue
-        window = max(2, len(s) * 15 // 100)
+        window = max(2, int(len(s) * NEAR))
         for i, c in enumerate(t):
             j = i * len(s) // len(t)
             found += c in s[max(0, j - window) : j + window + 1]
